@@ -1,0 +1,226 @@
+//! The `devenv-manager` command line: `serve` and the tooling around it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::webhook::registration::{self, Endpoint};
+use crate::webhook::{Webhook, offline};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "devenv-manager",
+    version,
+    about = "Admission webhook, LearnerSpace operator and pod API for devenv clusters"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the webhook, operator, pod API, probes and metrics.
+    Serve(ConfigArg),
+    /// Print the LearnerSpace CRD (generated from the Rust types).
+    Crd,
+    /// Certificate tooling.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Print both webhook configurations, with the CA bundle filled in.
+    WebhookConfig(WebhookConfigArgs),
+    /// Run the webhook's mutation and validation offline on manifests.
+    Admit(AdmitArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// YAML configuration file; every key is optional.
+    #[arg(long, env = "DEVENV_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Write ca.crt, tls.crt and tls.key: a new CA and a serving certificate it signed.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names (or IP addresses) of the serving certificate; repeatable.
+        /// Default: the in-cluster service names, localhost and 127.0.0.1.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WebhookConfigArgs {
+    /// PEM file of the CA that signed the webhook's serving certificate.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Reach the webhook at this base URL (`https://host:port`) instead of
+    /// through the Service: for out-of-cluster runs and tests.
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, default_value = crate::serve::SERVICE_NAME)]
+    service_name: String,
+    #[arg(long, default_value = crate::serve::SERVICE_NAMESPACE)]
+    service_namespace: String,
+    #[arg(long, default_value_t = 443)]
+    service_port: i32,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+struct AdmitArgs {
+    /// Manifest file (multi-document YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Namespace for objects that name none (as `kubectl apply -n`).
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("devenv-manager: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(args.config.as_deref())?;
+            init_logging(&config.log_level);
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(crate::serve::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(CertsCommand::Generate { out, dns }) => {
+            let names = if dns.is_empty() {
+                crate::tls::default_dns_names(
+                    crate::serve::SERVICE_NAME,
+                    crate::serve::SERVICE_NAMESPACE,
+                )
+            } else {
+                dns
+            };
+            crate::tls::generate(&names)?.write(&out)?;
+            eprintln!(
+                "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1}",
+                out.display(),
+                names.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WebhookConfig(args) => {
+            let config = load_config(args.config.config.as_deref())?;
+            let ca = match &args.ca_file {
+                Some(path) => {
+                    crate::tls::load_certs(path)?;
+                    Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("cannot read {}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let endpoint = match args.url {
+                Some(url) => Endpoint::Url(url),
+                None => Endpoint::Service {
+                    name: args.service_name,
+                    namespace: args.service_namespace,
+                    port: args.service_port,
+                },
+            };
+            let (mutating, validating) =
+                registration::configurations(&config, &endpoint, ca.as_deref());
+            print!("{}", registration::to_yaml(&mutating, &validating)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admit(args) => admit(args),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.config.as_deref())?;
+    let text = if args.file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let documents: Vec<Value> =
+        crate::yaml::from_yaml_stream(&text).with_context(|| args.file.display().to_string())?;
+    let webhook = Webhook::new(&config);
+    let results = offline::admit_all(&webhook, documents, &args.namespace);
+
+    let mut denied = 0;
+    let mut out = Vec::new();
+    for result in &results {
+        for warning in &result.warnings {
+            eprintln!("warning: {}: {warning}", result.subject);
+        }
+        if result.denied() {
+            denied += 1;
+            eprintln!("DENIED {}:", result.subject);
+            for error in &result.errors {
+                eprintln!("  - {error}");
+            }
+        } else {
+            if result.mutated {
+                eprintln!("mutated {}", result.subject);
+            }
+            out.push(result.object.clone());
+        }
+    }
+    print!("{}", crate::yaml::to_yaml_stream(&out)?);
+    if denied > 0 {
+        eprintln!("{denied} of {} object(s) denied", results.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON log lines on standard output; `RUST_LOG` wins over `LOG_LEVEL`, which
+/// `Config::load` already folded into `level`.
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_env_filter(filter)
+        .try_init();
+}

@@ -1,0 +1,484 @@
+//! Configuration: a YAML file where every key is optional, SPEC.md's defaults,
+//! and environment overrides for the common keys.
+//!
+//! Errors name the offending key (`webhook.bind: invalid socket address ...`),
+//! so a typo in a ConfigMap is found from the first log line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::Quantity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub webhook: TlsListener,
+    pub api: TlsListener,
+    pub metrics: PlainListener,
+    pub log_level: String,
+    pub devenv: DevenvConfig,
+    pub operator: OperatorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsListener {
+    pub bind: SocketAddr,
+    #[serde(default = "default_cert_dir")]
+    pub cert_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlainListener {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DevenvConfig {
+    pub manager_url: String,
+    pub audience: String,
+    pub token_expiration_seconds: i64,
+    pub token_mount_path: String,
+    pub namespaces: Vec<String>,
+    pub service_account_prefix: String,
+    pub reserved_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    pub namespace: String,
+    pub default_resource_quota: QuotaConfig,
+    pub max_resource_quota: QuotaConfig,
+    pub default_network_policy: NetworkPolicyConfig,
+    pub default_vault_role: String,
+}
+
+/// Quota amounts. Quantities are kept as the strings the user wrote (they are
+/// validated at load time) so that rendered objects show them unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub cpu: String,
+    pub memory: String,
+    pub storage: String,
+    pub pods: i64,
+    #[serde(default = "default_object_count")]
+    pub services: i64,
+    #[serde(default = "default_object_count")]
+    pub secrets: i64,
+    #[serde(default = "default_object_count")]
+    pub configmaps: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NetworkPolicyConfig {
+    pub egress_deny: bool,
+    pub allowed_namespaces: Vec<String>,
+}
+
+fn default_cert_dir() -> PathBuf {
+    PathBuf::from("certs")
+}
+
+fn default_object_count() -> i64 {
+    100
+}
+
+fn listen(addr: &str) -> SocketAddr {
+    // Constant, well-formed literals: parsing cannot fail.
+    addr.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            webhook: TlsListener {
+                bind: listen("0.0.0.0:8443"),
+                cert_dir: default_cert_dir(),
+            },
+            api: TlsListener {
+                bind: listen("0.0.0.0:8080"),
+                cert_dir: default_cert_dir(),
+            },
+            metrics: PlainListener {
+                bind: listen("0.0.0.0:9090"),
+            },
+            log_level: "info".to_string(),
+            devenv: DevenvConfig::default(),
+            operator: OperatorConfig::default(),
+        }
+    }
+}
+
+impl Default for DevenvConfig {
+    fn default() -> Self {
+        DevenvConfig {
+            manager_url: "https://devenv-manager.devenv-system.svc.cluster.local:8080".into(),
+            audience: "devenv-manager".into(),
+            token_expiration_seconds: 3600,
+            token_mount_path: "/var/run/secrets/tokens".into(),
+            namespaces: vec!["devenv".into()],
+            service_account_prefix: "devenv-".into(),
+            reserved_names: vec!["manager".into(), "user-template".into()],
+        }
+    }
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            namespace: "aivo-system".into(),
+            default_resource_quota: QuotaConfig {
+                cpu: "2".into(),
+                memory: "4Gi".into(),
+                storage: "10Gi".into(),
+                pods: 10,
+                services: 5,
+                secrets: 10,
+                configmaps: 10,
+            },
+            max_resource_quota: QuotaConfig {
+                cpu: "16".into(),
+                memory: "64Gi".into(),
+                storage: "500Gi".into(),
+                pods: 100,
+                services: default_object_count(),
+                secrets: default_object_count(),
+                configmaps: default_object_count(),
+            },
+            default_network_policy: NetworkPolicyConfig::default(),
+            default_vault_role: "learner-default".into(),
+        }
+    }
+}
+
+impl Default for NetworkPolicyConfig {
+    fn default() -> Self {
+        NetworkPolicyConfig {
+            egress_deny: true,
+            allowed_namespaces: vec!["aivo-system".into(), "aivo-shared".into()],
+        }
+    }
+}
+
+/// The environment variables that override the file, in the order applied.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("WEBHOOK_BIND", "webhook.bind"),
+    ("API_BIND", "api.bind"),
+    ("METRICS_BIND", "metrics.bind"),
+    ("CERT_DIR", "webhook.certDir and api.certDir"),
+    ("LOG_LEVEL", "logLevel"),
+    ("DEVENV_MANAGER_URL", "devenv.managerUrl"),
+    ("DEVENV_AUDIENCE", "devenv.audience"),
+    ("DEVENV_NAMESPACES", "devenv.namespaces (comma-separated)"),
+    ("OPERATOR_NAMESPACE", "operator.namespace"),
+];
+
+impl Config {
+    /// Loads the file (if any), applies the environment, validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses YAML; the error names the key path of the first bad value.
+    pub fn from_yaml(text: &str) -> Result<Config, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+        if value.is_null() {
+            return Ok(Config::default());
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
+        })
+    }
+
+    /// Applies environment overrides; `lookup` is `std::env::var` outside tests.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let addr = |var: &'static str, value: String| {
+            value.parse::<SocketAddr>().map_err(|e| ConfigError::Env {
+                var,
+                message: format!("{value:?} is not a socket address: {e}"),
+            })
+        };
+        if let Some(v) = lookup("WEBHOOK_BIND") {
+            self.webhook.bind = addr("WEBHOOK_BIND", v)?;
+        }
+        if let Some(v) = lookup("API_BIND") {
+            self.api.bind = addr("API_BIND", v)?;
+        }
+        if let Some(v) = lookup("METRICS_BIND") {
+            self.metrics.bind = addr("METRICS_BIND", v)?;
+        }
+        if let Some(v) = lookup("CERT_DIR") {
+            self.webhook.cert_dir = PathBuf::from(&v);
+            self.api.cert_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("LOG_LEVEL") {
+            self.log_level = v;
+        }
+        if let Some(v) = lookup("DEVENV_MANAGER_URL") {
+            self.devenv.manager_url = v;
+        }
+        if let Some(v) = lookup("DEVENV_AUDIENCE") {
+            self.devenv.audience = v;
+        }
+        if let Some(v) = lookup("DEVENV_NAMESPACES") {
+            self.devenv.namespaces = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = lookup("OPERATOR_NAMESPACE") {
+            self.operator.namespace = v;
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: names, quantities, bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        let d = &self.devenv;
+        if d.audience.is_empty() {
+            return Err(invalid("devenv.audience", "must not be empty".into()));
+        }
+        if !d.manager_url.starts_with("https://") && !d.manager_url.starts_with("http://") {
+            return Err(invalid(
+                "devenv.managerUrl",
+                format!("{:?} is not an http(s) URL", d.manager_url),
+            ));
+        }
+        if !(600..=86_400 * 2).contains(&d.token_expiration_seconds) {
+            // The API server refuses projected tokens under 10 minutes.
+            return Err(invalid(
+                "devenv.tokenExpirationSeconds",
+                format!(
+                    "{} is outside 600..=172800 (Kubernetes needs at least 600)",
+                    d.token_expiration_seconds
+                ),
+            ));
+        }
+        if !d.token_mount_path.starts_with('/') || d.token_mount_path.contains(':') {
+            return Err(invalid(
+                "devenv.tokenMountPath",
+                format!("{:?} must be an absolute path", d.token_mount_path),
+            ));
+        }
+        if d.namespaces.is_empty() {
+            return Err(invalid(
+                "devenv.namespaces",
+                "must name at least one namespace".into(),
+            ));
+        }
+        for (i, ns) in d.namespaces.iter().enumerate() {
+            if let Err(e) = crate::names::check_dns1123_label(ns) {
+                return Err(invalid(&format!("devenv.namespaces[{i}]"), e));
+            }
+        }
+        if d.service_account_prefix.is_empty() {
+            return Err(invalid(
+                "devenv.serviceAccountPrefix",
+                "must not be empty".into(),
+            ));
+        }
+        if let Err(e) = crate::names::check_dns1123_label(&self.operator.namespace) {
+            return Err(invalid("operator.namespace", e));
+        }
+        for (key, quota) in [
+            (
+                "operator.defaultResourceQuota",
+                &self.operator.default_resource_quota,
+            ),
+            (
+                "operator.maxResourceQuota",
+                &self.operator.max_resource_quota,
+            ),
+        ] {
+            for (field, text) in [
+                ("cpu", &quota.cpu),
+                ("memory", &quota.memory),
+                ("storage", &quota.storage),
+            ] {
+                match Quantity::parse(text) {
+                    Ok(q) if q.is_positive() => {}
+                    Ok(_) => {
+                        return Err(invalid(
+                            &format!("{key}.{field}"),
+                            "must be greater than zero".into(),
+                        ));
+                    }
+                    Err(e) => return Err(invalid(&format!("{key}.{field}"), e.to_string())),
+                }
+            }
+            for (field, n) in [
+                ("pods", quota.pods),
+                ("services", quota.services),
+                ("secrets", quota.secrets),
+                ("configmaps", quota.configmaps),
+            ] {
+                if n < 0 {
+                    return Err(invalid(
+                        &format!("{key}.{field}"),
+                        "must not be negative".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The developer-facing knobs as a map, for `/readyz` and startup logs.
+    pub fn summary(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            ("webhook", self.webhook.bind.to_string()),
+            ("api", self.api.bind.to_string()),
+            ("metrics", self.metrics.bind.to_string()),
+            ("namespaces", self.devenv.namespaces.join(",")),
+            ("operatorNamespace", self.operator.namespace.clone()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.webhook.bind.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.api.bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.metrics.bind.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.devenv.namespaces, ["devenv"]);
+        assert_eq!(c.devenv.reserved_names, ["manager", "user-template"]);
+        assert_eq!(c.operator.default_resource_quota.memory, "4Gi");
+        assert_eq!(c.operator.max_resource_quota.pods, 100);
+        assert!(c.operator.default_network_policy.egress_deny);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_yaml(
+            "devenv:\n  namespaces: [devenv, sandbox]\nwebhook:\n  bind: 127.0.0.1:9443\n",
+        )
+        .unwrap();
+        assert_eq!(c.devenv.namespaces, ["devenv", "sandbox"]);
+        assert_eq!(c.devenv.audience, "devenv-manager");
+        assert_eq!(c.webhook.bind.to_string(), "127.0.0.1:9443");
+        assert_eq!(c.webhook.cert_dir, PathBuf::from("certs"));
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::from_yaml("webhook:\n  bind: not-an-address\n").unwrap_err();
+        assert!(err.starts_with("webhook.bind:"), "{err}");
+        let err = Config::from_yaml("devenv:\n  tokenExpirationSeconds: soon\n").unwrap_err();
+        assert!(err.starts_with("devenv.tokenExpirationSeconds:"), "{err}");
+        let err = Config::from_yaml("devenv:\n  audiance: x\n").unwrap_err();
+        assert!(err.contains("audiance"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.operator.max_resource_quota.memory = "lots".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("operator.maxResourceQuota.memory:"),
+            "{err}"
+        );
+
+        let mut c = Config::default();
+        c.devenv.namespaces = vec!["Dev_Env".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("devenv.namespaces[0]:"), "{err}");
+
+        let mut c = Config::default();
+        c.devenv.token_expiration_seconds = 60;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tokenExpirationSeconds")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c = Config::default();
+        c.apply_env(|name| match name {
+            "WEBHOOK_BIND" => Some("127.0.0.1:1".into()),
+            "DEVENV_NAMESPACES" => Some("a, b,,c".into()),
+            "LOG_LEVEL" => Some("debug".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.webhook.bind.to_string(), "127.0.0.1:1");
+        assert_eq!(c.devenv.namespaces, ["a", "b", "c"]);
+        assert_eq!(c.log_level, "debug");
+
+        let err = Config::default()
+            .apply_env(|name| (name == "API_BIND").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("environment variable API_BIND:")
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Names: DNS-1123 labels, developers behind service accounts, and the names
+//! the operator derives from a learner id. Pure functions shared by the
+//! webhook, the operator and the pod API.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::DevenvConfig;
+
+/// Prefix of every learner namespace.
+pub const LEARNER_NAMESPACE_PREFIX: &str = "aivo-learner-";
+
+/// Checks a DNS-1123 label (RFC 1123, as Kubernetes uses it for namespace and
+/// label-like names): 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn check_dns1123_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if name.len() > 63 {
+        return Err(format!("{name:?} is longer than 63 characters"));
+    }
+    let ok_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
+    let bytes = name.as_bytes();
+    if !bytes.iter().all(|&c| ok_char(c)) || bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+        return Err(format!(
+            "{name:?} is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
+pub fn is_dns1123_label(name: &str) -> bool {
+    check_dns1123_label(name).is_ok()
+}
+
+/// The developer a service account name stands for: `devenv-alice` gives
+/// `alice`, when `alice` is a valid DNS-1123 label and not a reserved name.
+pub fn developer_from_service_account<'a>(config: &DevenvConfig, sa: &'a str) -> Option<&'a str> {
+    let developer = sa.strip_prefix(config.service_account_prefix.as_str())?;
+    if !is_dns1123_label(developer) || config.reserved_names.iter().any(|r| r == developer) {
+        return None;
+    }
+    Some(developer)
+}
+
+/// The developer behind an authenticated username,
+/// `system:serviceaccount:{ns}:devenv-{developer}` with `{ns}` one of the devenv
+/// namespaces. Returns the namespace and the developer.
+pub fn developer_from_username<'a>(
+    config: &DevenvConfig,
+    username: &'a str,
+) -> Option<(&'a str, &'a str)> {
+    let rest = username.strip_prefix("system:serviceaccount:")?;
+    let (namespace, sa) = rest.split_once(':')?;
+    if !config.namespaces.iter().any(|n| n == namespace) {
+        return None;
+    }
+    Some((namespace, developer_from_service_account(config, sa)?))
+}
+
+/// `sanitized-hash8` for a learner id: lower-cased, every run of characters
+/// outside `[a-z0-9]` made one `-`, trimmed of `-`, cut so that the namespace
+/// (`aivo-learner-` + this) fits in 63 characters; then the first 8 hex digits
+/// of SHA-256 of the exact id, so ids that sanitize alike still differ.
+pub fn learner_suffix(learner_id: &str) -> String {
+    let mut sanitized = String::with_capacity(learner_id.len());
+    let mut pending_dash = false;
+    for c in learner_id.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if pending_dash && !sanitized.is_empty() {
+                sanitized.push('-');
+            }
+            pending_dash = false;
+            sanitized.push(c);
+        } else {
+            pending_dash = true;
+        }
+    }
+    // 63 - "aivo-learner-" (13) - "-" (1) - 8 hex digits = 41.
+    let budget = 63 - LEARNER_NAMESPACE_PREFIX.len() - 1 - 8;
+    sanitized.truncate(budget);
+    let sanitized = sanitized.trim_end_matches('-');
+    let hash = hex::encode(Sha256::digest(learner_id.as_bytes()));
+    format!("{sanitized}-{}", &hash[..8])
+}
+
+/// Whether a learner id sanitizes to something non-empty.
+pub fn sanitizes_to_non_empty(learner_id: &str) -> bool {
+    learner_id
+        .chars()
+        .flat_map(char::to_lowercase)
+        .any(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+pub fn learner_namespace(learner_id: &str) -> String {
+    format!("{LEARNER_NAMESPACE_PREFIX}{}", learner_suffix(learner_id))
+}
+
+pub fn tombstone_name(learner_id: &str) -> String {
+    format!("tombstone-{}", learner_suffix(learner_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns1123_labels() {
+        for ok in ["a", "devenv", "a-b", "0", "a1", &"x".repeat(63)] {
+            assert!(is_dns1123_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "é", &"x".repeat(64)] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn developers_from_service_accounts() {
+        let c = DevenvConfig::default();
+        assert_eq!(
+            developer_from_service_account(&c, "devenv-alice"),
+            Some("alice")
+        );
+        assert_eq!(
+            developer_from_service_account(&c, "devenv-eywalker"),
+            Some("eywalker")
+        );
+        assert_eq!(
+            developer_from_service_account(&c, "devenv-a-b"),
+            Some("a-b")
+        );
+        for not in [
+            "default",
+            "devenv-",
+            "devenv-manager",
+            "devenv-user-template",
+            "devenv-Alice",
+            "devenv--x",
+            "devenv-x-",
+            "devenv-a.b",
+            "xdevenv-alice",
+        ] {
+            assert_eq!(developer_from_service_account(&c, not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn developers_from_usernames() {
+        let c = DevenvConfig::default();
+        assert_eq!(
+            developer_from_username(&c, "system:serviceaccount:devenv:devenv-alice"),
+            Some(("devenv", "alice"))
+        );
+        for not in [
+            "system:serviceaccount:other:devenv-alice",
+            "system:serviceaccount:devenv:devenv-manager",
+            "system:serviceaccount:devenv:devenv-user-template",
+            "system:serviceaccount:devenv:default",
+            "system:serviceaccount:devenv",
+            "alice",
+            "system:node:devenv-alice",
+            "system:serviceaccount:devenv:devenv-alice:extra",
+        ] {
+            assert_eq!(developer_from_username(&c, not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn learner_namespaces_follow_the_spec() {
+        let ns = learner_namespace("john.doe");
+        assert!(ns.starts_with("aivo-learner-john-doe-"), "{ns}");
+        assert_eq!(ns.len(), "aivo-learner-john-doe-".len() + 8);
+        assert_ne!(learner_namespace("John.Doe"), ns);
+        assert!(learner_namespace("John.Doe").starts_with("aivo-learner-john-doe-"));
+        assert_eq!(
+            learner_suffix("--a..b--"),
+            format!("a-b-{}", &hex::encode(Sha256::digest(b"--a..b--"))[..8])
+        );
+        let long = learner_namespace(&"a.".repeat(100));
+        assert!(long.len() <= 63 && is_dns1123_label(&long), "{long}");
+        assert!(tombstone_name("john.doe").starts_with("tombstone-john-doe-"));
+        assert!(!sanitizes_to_non_empty("..@@"));
+        assert!(sanitizes_to_non_empty("._a"));
+    }
+}

@@ -1,0 +1,161 @@
+//! `devenv-manager serve`: wires the listeners, the shared metrics and health,
+//! and the one shutdown signal. Everything it starts stops on that signal;
+//! if any part dies, the rest are stopped and `serve` returns the error.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::{ListenerLabel, Metrics};
+use crate::probes::{self, Health, State};
+use crate::tls::{self, ReloadingResolver, ServeOptions};
+use crate::webhook::{self, Webhook};
+
+/// Name and namespace of the manager's Service, for the default certificate SANs.
+pub const SERVICE_NAME: &str = "devenv-manager";
+pub const SERVICE_NAMESPACE: &str = "devenv-system";
+
+/// A started server: the addresses it actually listens on (useful with port 0).
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Waits until shutdown, or until a part fails (then stops the others).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = outcome {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            if !self.shutdown.is_cancelled() {
+                // A part stopped on its own: that is a failure of the whole.
+                if result.is_ok() {
+                    result = Err(anyhow::anyhow!("a server stopped unexpectedly"));
+                }
+                self.health.shutting_down();
+                self.shutdown.cancel();
+            }
+        }
+        result
+    }
+}
+
+/// Makes sure the certificate directory has a certificate, generating a
+/// self-signed CA and serving certificate when it has none.
+fn ensure_certificates(dir: &Path) -> anyhow::Result<()> {
+    let names = tls::default_dns_names(SERVICE_NAME, SERVICE_NAMESPACE);
+    if tls::ensure(dir, &names).with_context(|| format!("certificates in {}", dir.display()))? {
+        info!(
+            ca = %dir.join(tls::CA_FILE).display(),
+            "no serving certificate found; generated a self-signed CA and certificate"
+        );
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for the {what} on {addr}"))
+}
+
+/// Binds every listener and starts every part; returns once they are serving.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    tls::install_crypto_provider();
+    let metrics = Metrics::new();
+    let health = Health::new();
+    health.set("webhook", State::Starting, "");
+
+    ensure_certificates(&config.webhook.cert_dir)?;
+    let resolver = Arc::new(
+        ReloadingResolver::new(&config.webhook.cert_dir).with_context(|| {
+            format!(
+                "serving certificate in {}",
+                config.webhook.cert_dir.display()
+            )
+        })?,
+    );
+    let webhook_listener = bind(config.webhook.bind, "webhook").await?;
+    let metrics_listener = bind(config.metrics.bind, "metrics").await?;
+    let webhook_addr = webhook_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let mut tasks = JoinSet::new();
+    {
+        let routes = webhook::routes::routes(Arc::new(Webhook::new(&config)), metrics.clone());
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tls::serve(
+                webhook_listener,
+                resolver,
+                warp::service(routes),
+                ServeOptions::new("webhook"),
+                shutdown,
+                move |r: &ReloadingResolver| record_expiry(&metrics, "webhook", r),
+            )
+            .await;
+            Ok(())
+        });
+    }
+    {
+        let (health, metrics, shutdown) = (health.clone(), metrics.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            probes::serve(metrics_listener, health, metrics, shutdown).await;
+            Ok(())
+        });
+    }
+    health.set(
+        "webhook",
+        State::Ready,
+        format!("listening on {webhook_addr}"),
+    );
+    info!(%webhook_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
+
+    Ok(Running {
+        webhook_addr,
+        metrics_addr,
+        health,
+        metrics,
+        tasks,
+        shutdown,
+    })
+}
+
+fn record_expiry(metrics: &Metrics, listener: &'static str, resolver: &ReloadingResolver) {
+    match resolver.expiry() {
+        Some(expiry) => {
+            metrics
+                .tls_expiry
+                .get_or_create(&ListenerLabel { listener })
+                .set(expiry);
+        }
+        None => warn!(listener, "cannot read the serving certificate's expiry"),
+    }
+}
+
+/// Runs until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signal();
+    let running = start(config, shutdown.clone()).await?;
+    let health = running.health.clone();
+    let outcome = running.wait().await;
+    health.shutting_down();
+    outcome
+}

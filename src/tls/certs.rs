@@ -1,0 +1,164 @@
+//! Serving certificates: generation with rcgen (`certs generate`, and `serve`
+//! when none exist) and loading from PEM files.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+use super::TlsError;
+
+pub const CA_FILE: &str = "ca.crt";
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+
+/// A CA and a serving certificate it signed, in PEM.
+pub struct GeneratedCerts {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The DNS names a serving certificate needs by default: the in-cluster
+/// service names of the manager, and loopback for local use and tests.
+pub fn default_dns_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ]
+}
+
+/// Generates a CA (10 years) and a serving certificate (1 year) for `names`;
+/// names that parse as IP addresses become IP SANs.
+pub fn generate(names: &[String]) -> Result<GeneratedCerts, TlsError> {
+    let now = OffsetDateTime::now_utc();
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "devenv-manager CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = now - Duration::hours(1);
+    ca_params.not_after = now + Duration::days(3650);
+    let ca_key = KeyPair::generate().map_err(TlsError::Generate)?;
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(TlsError::Generate)?;
+
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("devenv-manager"),
+    );
+    for name in names {
+        let san = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into().map_err(TlsError::Generate)?),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(365);
+    let key = KeyPair::generate().map_err(TlsError::Generate)?;
+    let cert = params.signed_by(&key, &ca).map_err(TlsError::Generate)?;
+
+    Ok(GeneratedCerts {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+impl GeneratedCerts {
+    /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`, each
+    /// atomically (write then rename) so a reloading server never reads half a file.
+    pub fn write(&self, dir: &Path) -> Result<(), TlsError> {
+        let io = |path: PathBuf| move |source| TlsError::Io { path, source };
+        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+        for (name, contents, mode) in [
+            (KEY_FILE, &self.key_pem, 0o600),
+            (CERT_FILE, &self.cert_pem, 0o644),
+            (CA_FILE, &self.ca_pem, 0o644),
+        ] {
+            write_atomic(&dir.join(name), contents, mode).map_err(io(dir.join(name)))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// Reads a PEM certificate chain.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Io {
+            path: path.into(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.into()));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.into(),
+        source,
+    })?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|source| TlsError::Io {
+            path: path.into(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey(path.into()))
+}
+
+/// The `notAfter` of a DER certificate, as Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
+/// Makes sure `dir` holds a serving certificate: generates one when `tls.crt`
+/// or `tls.key` is absent. Returns true when it generated.
+pub fn ensure(dir: &Path, names: &[String]) -> Result<bool, TlsError> {
+    if dir.join(CERT_FILE).exists() && dir.join(KEY_FILE).exists() {
+        return Ok(false);
+    }
+    generate(names)?.write(dir)?;
+    Ok(true)
+}

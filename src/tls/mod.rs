@@ -1,0 +1,38 @@
+//! TLS for both HTTPS listeners: certificates (generated or loaded), a
+//! resolver that picks up rotated files, and one server helper.
+
+mod certs;
+mod resolver;
+mod server;
+
+use std::path::PathBuf;
+
+pub use certs::{
+    CA_FILE, CERT_FILE, GeneratedCerts, KEY_FILE, default_dns_names, ensure, generate, load_certs,
+    load_key, not_after,
+};
+pub use resolver::ReloadingResolver;
+pub use server::{ServeOptions, serve};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: no PEM certificate found")]
+    NoCertificate(PathBuf),
+    #[error("{0}: no PEM private key found")]
+    NoKey(PathBuf),
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Key(#[from] rustls::Error),
+    #[error("cannot generate certificate: {0}")]
+    Generate(rcgen::Error),
+}
+
+/// Installs ring as rustls' process-wide crypto provider. Idempotent.
+pub fn install_crypto_provider() {
+    // Err means one is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
