@@ -292,3 +292,7 @@ fn validate_network_policy(policy: &Value, v: &mut Validation) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "learnerspaces_tests.rs"]
+mod tests;

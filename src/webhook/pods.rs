@@ -359,3 +359,7 @@ fn append(base: &PointerBuf, field: &str, absent: bool, item: &Value) -> PatchOp
     };
     PatchOperation::Add(AddOperation { path, value })
 }
+
+#[cfg(test)]
+#[path = "pods_tests.rs"]
+mod tests;

@@ -1,0 +1,375 @@
+//! Every rule of SPEC.md section 1 for pods, one table or test each.
+
+use json_patch::PatchOperation;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::DevenvConfig;
+
+fn policy() -> PodPolicy {
+    PodPolicy::new(&DevenvConfig::default())
+}
+
+fn pod(value: Value) -> Pod {
+    serde_json::from_value(value).expect("test pod")
+}
+
+fn devenv_pod(sa: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ws"},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "main", "image": "ide"}]}
+    })
+}
+
+fn create(p: &PodPolicy, value: &Value) -> PodDecision {
+    p.decide(&Operation::Create, "devenv", &pod(value.clone()), None)
+}
+
+fn patch_of(decision: PodDecision) -> Vec<PatchOperation> {
+    match decision {
+        PodDecision::Allow { patch, .. } => patch,
+        other => panic!("expected allow, got {other:?}"),
+    }
+}
+
+fn errors_of(decision: PodDecision) -> Vec<String> {
+    match decision {
+        PodDecision::Deny { errors, .. } => errors.iter().map(ToString::to_string).collect(),
+        other => panic!("expected deny, got {other:?}"),
+    }
+}
+
+/// Applies the webhook's patch like the API server does.
+fn mutate(p: &PodPolicy, value: &Value) -> Value {
+    let mut doc = value.clone();
+    json_patch::patch(&mut doc, &patch_of(create(p, value))).expect("patch applies");
+    doc
+}
+
+#[test]
+fn only_devenv_pods_are_devenv() {
+    let p = policy();
+    let cases = [
+        ("devenv", Some("devenv-alice"), true),
+        ("other", Some("devenv-alice"), false),
+        ("kube-system", Some("devenv-alice"), false),
+        ("devenv", Some("default"), false),
+        ("devenv", None, false),
+        ("devenv", Some("devenv-manager"), false),
+        ("devenv", Some("devenv-user-template"), false),
+        ("devenv", Some("devenv-Alice"), false),
+        ("devenv", Some("devenv-"), false),
+        ("devenv", Some("devenv-al_ice"), false),
+    ];
+    for (namespace, sa, devenv) in cases {
+        let mut value = devenv_pod("x");
+        match sa {
+            Some(sa) => value["spec"]["serviceAccountName"] = json!(sa),
+            None => {
+                value["spec"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("serviceAccountName");
+            }
+        }
+        let decision = p.decide(&Operation::Create, namespace, &pod(value), None);
+        assert_eq!(
+            decision != PodDecision::NotDevenv,
+            devenv,
+            "{namespace} {sa:?}"
+        );
+    }
+}
+
+#[test]
+fn injects_everything_into_a_bare_pod() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox"}]);
+    let out = mutate(&p, &value);
+
+    assert_eq!(out["metadata"]["labels"], json!({"developer": "alice"}));
+    assert_eq!(
+        out["spec"]["volumes"],
+        json!([{
+            "name": "devenv-manager-token",
+            "projected": {"sources": [
+                {"serviceAccountToken": {"path": "devenv-manager", "audience": "devenv-manager", "expirationSeconds": 3600}},
+                {"configMap": {"name": "devenv-manager-ca", "optional": true, "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+            ]}
+        }])
+    );
+    for field in ["containers", "initContainers"] {
+        let c = &out["spec"][field][0];
+        assert_eq!(
+            c["volumeMounts"],
+            json!([{"name": "devenv-manager-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true}]),
+            "{field}"
+        );
+        assert_eq!(
+            c["env"],
+            json!([{"name": "DEVENV_MANAGER_URL", "value": "https://devenv-manager.devenv-system.svc.cluster.local:8080"}]),
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn injection_is_idempotent() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "side", "image": "x", "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "data", "mountPath": "/data"}]}));
+    value["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    let once = mutate(&p, &value);
+    assert_eq!(
+        patch_of(create(&p, &once)),
+        vec![],
+        "second pass must add nothing"
+    );
+}
+
+#[test]
+fn adds_only_what_is_absent_and_appends_to_existing_lists() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["metadata"]["labels"] = json!({"app.kubernetes.io/name": "ide"});
+    value["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    value["spec"]["containers"][0]["env"] = json!([{"name": "DEVENV_MANAGER_URL", "value": "https://custom:8080"}, {"name": "B", "value": "2"}]);
+    value["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+
+    let paths: Vec<String> = patch_of(create(&p, &value))
+        .iter()
+        .map(|op| match op {
+            PatchOperation::Add(add) => add.path.to_string(),
+            other => panic!("only adds expected, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/metadata/labels/developer",
+            "/spec/volumes/-",
+            "/spec/containers/0/volumeMounts/-"
+        ]
+    );
+    let out = mutate(&p, &value);
+    assert_eq!(out["metadata"]["labels"]["app.kubernetes.io/name"], "ide");
+    assert_eq!(
+        out["spec"]["containers"][0]["env"][0]["value"], "https://custom:8080",
+        "a value the pod sets is kept"
+    );
+    assert_eq!(out["spec"]["volumes"][1]["name"], "devenv-manager-token");
+}
+
+#[test]
+fn a_matching_label_is_kept() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["metadata"]["labels"] = json!({"developer": "alice"});
+    let out = mutate(&p, &value);
+    assert_eq!(out["metadata"]["labels"], json!({"developer": "alice"}));
+}
+
+#[test]
+fn our_own_volume_is_kept_and_completed_with_the_ca() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    // What the DevEnv README's StatefulSet declares, after API server defaulting.
+    value["spec"]["volumes"] = json!([{
+        "name": "devenv-manager-token",
+        "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"path": "devenv-manager", "audience": "devenv-manager", "expirationSeconds": 7200}}
+        ]}
+    }]);
+    let patch = patch_of(create(&p, &value));
+    let out = mutate(&p, &value);
+    assert!(
+        patch
+            .iter()
+            .any(|op| op.path().to_string() == "/spec/volumes/0/projected/sources/-")
+    );
+    let sources = &out["spec"]["volumes"][0]["projected"]["sources"];
+    assert_eq!(
+        sources[0]["serviceAccountToken"]["expirationSeconds"], 7200,
+        "kept as declared"
+    );
+    assert_eq!(sources[1]["configMap"]["name"], "devenv-manager-ca");
+    assert_eq!(out["spec"]["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(patch_of(create(&p, &out)), vec![]);
+}
+
+#[test]
+fn our_mount_with_defaulted_fields_is_not_different() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["spec"]["containers"][0]["volumeMounts"] = json!([{
+        "name": "devenv-manager-token", "mountPath": "/var/run/secrets/tokens/", "readOnly": true, "mountPropagation": "None"
+    }]);
+    let out = mutate(&p, &value);
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn opting_out_adds_nothing() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["metadata"]["annotations"] = json!({"devenv.io/inject": "false"});
+    assert_eq!(patch_of(create(&p, &value)), vec![]);
+}
+
+#[test]
+fn denies_a_label_naming_another_developer() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["metadata"]["labels"] = json!({"developer": "bob"});
+    let errors = errors_of(create(&p, &value));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("metadata.labels.developer: "),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0].contains("\"bob\"") && errors[0].contains("devenv-alice"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn opting_out_never_opts_out_of_the_denials() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["metadata"]["annotations"] = json!({"devenv.io/inject": "false"});
+    value["metadata"]["labels"] = json!({"developer": "bob"});
+    errors_of(create(&p, &value));
+}
+
+#[test]
+fn denies_updates_that_change_or_remove_the_label() {
+    let p = policy();
+    let mut old = devenv_pod("devenv-alice");
+    old["metadata"]["labels"] = json!({"developer": "alice"});
+    let old = pod(old);
+
+    let mut removed = devenv_pod("devenv-alice");
+    removed["metadata"]["labels"] = json!({"other": "x"});
+    let errors = errors_of(p.decide(&Operation::Update, "devenv", &pod(removed), Some(&old)));
+    assert!(
+        errors[0].starts_with("metadata.labels.developer: may not be removed"),
+        "{errors:?}"
+    );
+
+    let mut changed = devenv_pod("devenv-alice");
+    changed["metadata"]["labels"] = json!({"developer": "bob"});
+    let errors = errors_of(p.decide(&Operation::Update, "devenv", &pod(changed), Some(&old)));
+    assert_eq!(
+        errors.len(),
+        2,
+        "names another developer and changes it: {errors:?}"
+    );
+
+    let same = pod(json!({
+        "metadata": {"name": "ws", "labels": {"developer": "alice", "new": "label"}},
+        "spec": {"serviceAccountName": "devenv-alice", "containers": [{"name": "main"}]}
+    }));
+    assert_eq!(
+        p.decide(&Operation::Update, "devenv", &same, Some(&old)),
+        PodDecision::Allow {
+            developer: "alice".into(),
+            patch: vec![]
+        },
+        "updates are never patched: pod specs are immutable"
+    );
+}
+
+#[test]
+fn denies_a_foreign_volume_under_our_name() {
+    let p = policy();
+    for foreign in [
+        json!({"name": "devenv-manager-token", "emptyDir": {}}),
+        json!({"name": "devenv-manager-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "devenv-manager", "audience": "vault"}}]}}),
+        json!({"name": "devenv-manager-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "audience": "devenv-manager"}}]}}),
+    ] {
+        let mut value = devenv_pod("devenv-alice");
+        value["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}, foreign]);
+        let errors = errors_of(create(&p, &value));
+        assert!(errors[0].starts_with("spec.volumes[1]: "), "{errors:?}");
+    }
+}
+
+#[test]
+fn denies_another_mount_at_the_token_path() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["spec"]["initContainers"] = json!([{"name": "init", "volumeMounts": [{"name": "x", "mountPath": "/var/run/secrets/tokens/"}]}]);
+    value["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "a", "mountPath": "/a"}, {"name": "secrets", "mountPath": "/var/run/secrets/tokens"}]);
+    value["metadata"]["labels"] = json!({"developer": "mallory"});
+    let errors = errors_of(create(&p, &value));
+    assert_eq!(errors.len(), 3, "every error is collected: {errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("spec.initContainers[0].volumeMounts[0]: "))
+    );
+    assert!(errors.iter().any(|e| e.starts_with("spec.containers[0].volumeMounts[1]: mounts volume \"secrets\"")));
+}
+
+#[test]
+fn configuration_is_honoured() {
+    let config = DevenvConfig {
+        namespaces: vec!["sandbox".into()],
+        service_account_prefix: "dev-".into(),
+        audience: "aud".into(),
+        token_mount_path: "/tokens".into(),
+        manager_url: "https://m:1".into(),
+        reserved_names: vec!["admin".into()],
+        token_expiration_seconds: 600,
+    };
+    let p = PodPolicy::new(&config);
+    let value = devenv_pod("dev-carol");
+    let decision = p.decide(&Operation::Create, "sandbox", &pod(value.clone()), None);
+    let mut out = value.clone();
+    json_patch::patch(&mut out, &patch_of(decision)).unwrap();
+    assert_eq!(out["metadata"]["labels"]["developer"], "carol");
+    assert_eq!(
+        out["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "aud"
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/tokens"
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["env"][0]["value"],
+        "https://m:1"
+    );
+    assert_eq!(
+        p.decide(
+            &Operation::Create,
+            "sandbox",
+            &pod(devenv_pod("dev-admin")),
+            None
+        ),
+        PodDecision::NotDevenv
+    );
+}
+
+#[test]
+fn pointers_escape_slash_and_tilde() {
+    assert_eq!(
+        pointer(&["metadata", "labels", "a/b~c"]).to_string(),
+        "/metadata/labels/a~1b~0c"
+    );
+}

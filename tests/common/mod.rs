@@ -1,0 +1,90 @@
+//! Starts `devenv-manager serve` in-process on ephemeral ports with generated
+//! certificates, and builds HTTPS clients that verify its CA.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use devenv_manager::config::Config;
+use devenv_manager::serve::{self, Running};
+use tokio_util::sync::CancellationToken;
+
+pub struct Server {
+    pub webhook: SocketAddr,
+    pub metrics: SocketAddr,
+    pub cert_dir: PathBuf,
+    pub shutdown: CancellationToken,
+    pub running: Option<Running>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(mut config: Config) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert_dir = dir.path().join("certs");
+        config.webhook.bind = "127.0.0.1:0".parse().unwrap();
+        config.api.bind = "127.0.0.1:0".parse().unwrap();
+        config.metrics.bind = "127.0.0.1:0".parse().unwrap();
+        config.webhook.cert_dir = cert_dir.clone();
+        config.api.cert_dir = cert_dir.clone();
+        let shutdown = CancellationToken::new();
+        let running = serve::start(config, shutdown.clone())
+            .await
+            .expect("server starts");
+        Server {
+            webhook: running.webhook_addr,
+            metrics: running.metrics_addr,
+            cert_dir,
+            shutdown,
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    pub fn webhook_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.webhook.port())
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        client_trusting(&self.cert_dir.join("ca.crt"))
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A client that trusts only the CA in `ca_file`, with a fresh connection
+/// pool (so a test sees the certificate a new connection gets).
+pub fn client_trusting(ca_file: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca_file).expect("CA file");
+    let ca = reqwest::Certificate::from_pem(&pem).expect("CA PEM");
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .expect("client")
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
