@@ -224,8 +224,13 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        let value: serde_json::Value =
-            serde_saphyr::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+            let text = e.to_string();
+            format!(
+                "not valid YAML: {}",
+                text.lines().next().unwrap_or_default()
+            )
+        })?;
         if value.is_null() {
             return Ok(Config::default());
         }

@@ -21,6 +21,9 @@ pub const VAULT_ROLE_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
 pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
 /// A learner's isolated namespace.
+// clippy reads the repeated `type_ = "string"` of the printer columns as
+// duplicated attributes; they are four distinct columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "aivo.dev",
@@ -187,8 +190,9 @@ pub struct LearnerSpaceStatus {
 
 fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
+        // No `type`: an int-or-string takes `2` and `"500m"` alike; the
+        // pattern only applies to strings.
         "x-kubernetes-int-or-string": true,
-        "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": QUANTITY_PATTERN,
     })
 }

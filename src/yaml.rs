@@ -31,7 +31,18 @@ pub fn to_yaml_stream<T: Serialize>(values: &[T]) -> Result<String, YamlError> {
 
 /// Every document of a multi-document stream; empty documents are skipped.
 pub fn from_yaml_stream<T: DeserializeOwned>(text: &str) -> Result<Vec<T>, YamlError> {
-    let docs: Vec<Option<T>> =
-        serde_saphyr::from_multiple(text).map_err(|e| YamlError::Read(e.to_string()))?;
+    let docs: Vec<Option<T>> = serde_saphyr::from_multiple(text).map_err(read_error)?;
     Ok(docs.into_iter().flatten().collect())
+}
+
+/// serde-saphyr renders a source snippet under its message; keep the first
+/// line, which has the reason and the position, so CLI errors stay one line.
+fn read_error(e: serde_saphyr::Error) -> YamlError {
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    YamlError::Read(first.to_string())
 }

@@ -136,6 +136,11 @@ fn admit_pod(
             if patch.is_empty() {
                 return;
             }
+            // Pod templates may omit `metadata`; a stored pod never does.
+            if let Some(map) = template.as_object_mut() {
+                map.entry("metadata")
+                    .or_insert_with(|| Value::Object(Default::default()));
+            }
             if let Err(e) = json_patch::patch(template, &patch) {
                 admitted.errors.push(FieldError::new(
                     field_prefix,

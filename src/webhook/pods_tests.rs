@@ -191,7 +191,7 @@ fn our_own_volume_is_kept_and_completed_with_the_ca() {
     assert!(
         patch
             .iter()
-            .any(|op| op.path().to_string() == "/spec/volumes/0/projected/sources/-")
+            .any(|op| op.path().as_str() == "/spec/volumes/0/projected/sources/-")
     );
     let sources = &out["spec"]["volumes"][0]["projected"]["sources"];
     assert_eq!(

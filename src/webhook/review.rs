@@ -83,7 +83,7 @@ impl Webhook {
     pub fn mutate_pods(&self, body: &[u8]) -> Result<Outcome, ReviewError> {
         let request = match parse::<Pod>(body)? {
             Parsed::Request(request) => *request,
-            Parsed::Undecodable(outcome) => return Ok(outcome),
+            Parsed::Undecodable(outcome) => return Ok(*outcome),
         };
         let namespace = request
             .namespace
@@ -124,7 +124,7 @@ impl Webhook {
     pub fn validate_learnerspaces(&self, body: &[u8]) -> Result<Outcome, ReviewError> {
         let request = match parse::<DynamicObject>(body)? {
             Parsed::Request(request) => *request,
-            Parsed::Undecodable(outcome) => return Ok(outcome),
+            Parsed::Undecodable(outcome) => return Ok(*outcome),
         };
         let namespace = request.namespace.clone().unwrap_or_default();
         let mut response = AdmissionResponse::from(&request);
@@ -183,7 +183,7 @@ struct WireResponse<'a> {
 enum Parsed<K: Resource> {
     Request(Box<AdmissionRequest<K>>),
     /// A well-formed review whose object is not a `K`: denied, with its uid.
-    Undecodable(Outcome),
+    Undecodable(Box<Outcome>),
 }
 
 /// Typed decode first (the fast path); only when it fails is the body read
@@ -226,12 +226,12 @@ fn parse<K: Resource + DeserializeOwned>(body: &[u8]) -> Result<Parsed<K>, Revie
             }
             let mut response = AdmissionResponse::invalid(format!("object: {typed_error}"));
             response.uid = uid;
-            Ok(Parsed::Undecodable(Outcome {
+            Ok(Parsed::Undecodable(Box::new(Outcome {
                 response,
                 kind: text(request.get("kind").and_then(|k| k.get("kind"))),
                 namespace: text(request.get("namespace")),
                 name: text(request.get("name")),
-            }))
+            })))
         }
     }
 }
