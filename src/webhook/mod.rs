@@ -6,6 +6,7 @@
 
 pub mod learnerspaces;
 pub mod offline;
+pub mod pod_view;
 pub mod pods;
 pub mod registration;
 pub mod review;

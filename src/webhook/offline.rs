@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::pods::PodDecision;
 use super::{FieldError, Webhook, learnerspaces};
-use crate::k8s::{Operation, Pod};
+use super::pod_view::PodView;
+use crate::k8s::Operation;
 
 /// The verdict on one document of the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +114,7 @@ fn admit_pod(
     admitted: &mut Admitted,
 ) {
     let field_prefix = at.trim_start_matches('/').replace('/', ".");
-    let pod: Pod = match serde_json::from_value(template.clone()) {
+    let pod: PodView = match serde_json::from_value(template.clone()) {
         Ok(pod) => pod,
         Err(e) => {
             let field = if field_prefix.is_empty() {

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::FieldError;
 use crate::config::DevenvConfig;
-use crate::k8s::{Container, Operation, Pod, Volume};
+use super::pod_view::{ContainerView as Container, PodView as Pod, VolumeView as Volume};
+use crate::k8s::Operation;
 use crate::names;
 
 pub const DEVELOPER_LABEL: &str = "developer";

@@ -10,7 +10,8 @@ use super::learnerspaces;
 use super::pods::{PodDecision, PodPolicy};
 use super::{ReviewError, denial_message};
 use crate::config::{Config, OperatorConfig};
-use crate::k8s::{AdmissionRequest, AdmissionReview, Operation, Pod};
+use super::pod_view::PodView;
+use crate::k8s::{AdmissionRequest, AdmissionReview, Operation};
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -81,7 +82,7 @@ impl Webhook {
 
     /// `POST /mutate/pods`.
     pub fn mutate_pods(&self, body: &[u8]) -> Result<Outcome, ReviewError> {
-        let request = match parse::<Pod>(body)? {
+        let request = match parse::<PodView>(body)? {
             Parsed::Request(request) => *request,
             Parsed::Undecodable(outcome) => return Ok(*outcome),
         };

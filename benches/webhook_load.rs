@@ -1,0 +1,108 @@
+//! Load benchmark of the running webhook: the release binary, started as a
+//! user would, hammered over TLS keep-alive from this same machine.
+//!
+//!     cargo bench --bench webhook_load
+//!     LOAD_SECONDS=20 LOAD_CONCURRENCY=64 cargo bench --bench webhook_load
+//!
+//! Prints requests/s, latency percentiles, peak RSS of the server, and the
+//! time from process start to the first answered review. Targets (issue 2):
+//! 20,000 reviews/s at concurrency 32 with p99 under 2 ms, RSS under 15 MB,
+//! first review under 50 ms.
+
+#[path = "../tests/load/mod.rs"]
+mod load;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Starts `serve` in `dir`; returns the child, the webhook port and the
+/// time until it answered its first review.
+fn start(dir: &Path, body: &[u8]) -> (std::process::Child, u16, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env("WEBHOOK_BIND", "127.0.0.1:0")
+        .env("API_BIND", "127.0.0.1:0")
+        .env("METRICS_BIND", "127.0.0.1:0")
+        .env("LOG_LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devenv-manager runs");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut port = None;
+    for line in stdout.lines() {
+        let line = line.expect("log line");
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(addr) = entry["webhook_addr"].as_str() {
+                port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+                break;
+            }
+        }
+    }
+    let port = port.expect("serve logs its address");
+    let ca = std::fs::read(dir.join("certs/ca.crt")).expect("CA written");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        loop {
+            if load::one_request(port, &ca, "/mutate/pods", body).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    (child, port, started.elapsed())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let seconds = if quick { 1 } else { env_or("LOAD_SECONDS", 10) };
+    let concurrency = env_or("LOAD_CONCURRENCY", 32);
+    let body = {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pod-create-devenv.json")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        serde_json::to_vec(&value).unwrap()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cold, _, cold_start) = start(dir.path(), &body);
+    let _ = cold.kill();
+    let _ = cold.wait();
+    // Second start: certificates exist, as in a cluster with a Secret.
+    let (mut child, port, warm_start) = start(dir.path(), &body);
+    let ca = std::fs::read(dir.path().join("certs/ca.crt")).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(load::run(load::Load {
+        port,
+        ca: ca.clone(),
+        path: "/mutate/pods".into(),
+        method: "POST",
+        body: body.clone(),
+        headers: vec![],
+        concurrency,
+        duration: Duration::from_secs(seconds),
+    }));
+    let rss = load::rss_kib(child.id());
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+
+    println!("webhook load: POST /mutate/pods, {} byte devenv-pod review, TLS 1.3 keep-alive, HTTP/1.1", body.len());
+    println!("  concurrency          {concurrency}");
+    println!("  duration             {seconds} s");
+    result.print();
+    if let Some((rss, hwm)) = rss {
+        println!("  server RSS           {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+    }
+    println!("  start to 1st review  {:.1} ms (generating certificates: {:.1} ms)", warm_start.as_secs_f64() * 1e3, cold_start.as_secs_f64() * 1e3);
+}

@@ -1,0 +1,176 @@
+//! A small HTTPS load generator for the benchmarks: N keep-alive HTTP/1.1
+//! connections over rustls, each sending requests back to back for a fixed
+//! time, every latency recorded.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+pub struct Load {
+    pub port: u16,
+    pub ca: Vec<u8>,
+    pub path: String,
+    pub method: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub concurrency: usize,
+    pub duration: Duration,
+}
+
+pub struct LoadResult {
+    pub ok: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadResult {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn print(&self) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!("  requests             {} ok, {} failed", self.ok, self.failed);
+        println!("  throughput           {:.0} requests/s", self.rate());
+        println!(
+            "  latency              p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.90)),
+            ms(self.percentile(0.99)),
+            ms(self.percentile(1.0))
+        );
+    }
+}
+
+fn connector(ca: &[u8]) -> TlsConnector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+async fn connect(port: u16, tls: &TlsConnector) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let stream = tls.connect(ServerName::try_from("localhost")?, tcp).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn send(sender: &mut Sender, load: &Load, body: &Bytes) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+    let mut request = hyper::Request::builder()
+        .method(load.method)
+        .uri(&load.path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    for (name, value) in &load.headers {
+        request = request.header(name, value);
+    }
+    sender.ready().await?;
+    let response = sender.send_request(request.body(Full::new(body.clone()))?).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+/// One request on a fresh connection; Ok when the answer is 200.
+pub async fn one_request(port: u16, ca: &[u8], path: &str, body: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let load = Load {
+        port,
+        ca: ca.to_vec(),
+        path: path.to_string(),
+        method: "POST",
+        body: body.to_vec(),
+        headers: vec![],
+        concurrency: 1,
+        duration: Duration::ZERO,
+    };
+    let mut sender = connect(port, &connector(ca)).await?;
+    match send(&mut sender, &load, &Bytes::from(body.to_vec())).await? {
+        200 => Ok(()),
+        status => Err(format!("HTTP {status}").into()),
+    }
+}
+
+pub async fn run(load: Load) -> LoadResult {
+    let load = Arc::new(load);
+    let tls = connector(&load.ca);
+    let body = Bytes::from(load.body.clone());
+    let started = Instant::now();
+    let deadline = started + load.duration;
+    let mut workers = Vec::new();
+    for _ in 0..load.concurrency {
+        let (load, tls, body) = (load.clone(), tls.clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(65_536);
+            let mut failed = 0;
+            let mut sender = match connect(load.port, &tls).await {
+                Ok(sender) => sender,
+                Err(_) => return (latencies, 1),
+            };
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match send(&mut sender, &load, &body).await {
+                    Ok(200) => latencies.push(t.elapsed()),
+                    Ok(_) => failed += 1,
+                    Err(_) => {
+                        failed += 1;
+                        match connect(load.port, &tls).await {
+                            Ok(s) => sender = s,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for worker in workers {
+        let (l, f) = worker.await.expect("worker");
+        latencies.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    LoadResult { ok: latencies.len(), failed, elapsed, latencies }
+}
+
+/// (VmRSS, VmHWM) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
