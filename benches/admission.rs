@@ -9,7 +9,8 @@ use devenv_manager::config::Config;
 use devenv_manager::webhook::Webhook;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let text =
+        std::fs::read_to_string(format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
     // Compact, as the API server sends it.
     let value: serde_json::Value = serde_json::from_str(&text).expect("JSON fixture");
     serde_json::to_vec(&value).expect("serializes")
@@ -39,13 +40,30 @@ fn reviews(c: &mut Criterion) {
     ] {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| black_box(webhook.mutate_pods(black_box(body)).expect("valid review").to_json()))
+            b.iter(|| {
+                black_box(
+                    webhook
+                        .mutate_pods(black_box(body))
+                        .expect("valid review")
+                        .to_json(),
+                )
+            })
         });
     }
-    for (name, body) in [("validate/learnerspace-valid", &valid_ls), ("validate/learnerspace-7-errors", &invalid_ls)] {
+    for (name, body) in [
+        ("validate/learnerspace-valid", &valid_ls),
+        ("validate/learnerspace-7-errors", &invalid_ls),
+    ] {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| black_box(webhook.validate_learnerspaces(black_box(body)).expect("valid review").to_json()))
+            b.iter(|| {
+                black_box(
+                    webhook
+                        .validate_learnerspaces(black_box(body))
+                        .expect("valid review")
+                        .to_json(),
+                )
+            })
         });
     }
     group.finish();

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Starts `serve` in `dir`; returns the child, the webhook port and the
@@ -51,10 +54,16 @@ fn start(dir: &Path, body: &[u8]) -> (std::process::Child, u16, Duration) {
     }
     let port = port.expect("serve logs its address");
     let ca = std::fs::read(dir.join("certs/ca.crt")).expect("CA written");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         loop {
-            if load::one_request(port, &ca, "/mutate/pods", body).await.is_ok() {
+            if load::one_request(port, &ca, "/mutate/pods", body)
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -69,7 +78,11 @@ fn main() {
     let seconds = if quick { 1 } else { env_or("LOAD_SECONDS", 10) };
     let concurrency = env_or("LOAD_CONCURRENCY", 32);
     let body = {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pod-create-devenv.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pod-create-devenv.json"
+        ))
+        .unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         serde_json::to_vec(&value).unwrap()
     };
@@ -94,15 +107,28 @@ fn main() {
         duration: Duration::from_secs(seconds),
     }));
     let rss = load::rss_kib(child.id());
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 
-    println!("webhook load: POST /mutate/pods, {} byte devenv-pod review, TLS 1.3 keep-alive, HTTP/1.1", body.len());
+    println!(
+        "webhook load: POST /mutate/pods, {} byte devenv-pod review, TLS 1.3 keep-alive, HTTP/1.1",
+        body.len()
+    );
     println!("  concurrency          {concurrency}");
     println!("  duration             {seconds} s");
     result.print();
     if let Some((rss, hwm)) = rss {
-        println!("  server RSS           {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+        println!(
+            "  server RSS           {:.1} MiB (peak {:.1} MiB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
     }
-    println!("  start to 1st review  {:.1} ms (generating certificates: {:.1} ms)", warm_start.as_secs_f64() * 1e3, cold_start.as_secs_f64() * 1e3);
+    println!(
+        "  start to 1st review  {:.1} ms (generating certificates: {:.1} ms)",
+        warm_start.as_secs_f64() * 1e3,
+        cold_start.as_secs_f64() * 1e3
+    );
 }

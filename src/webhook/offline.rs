@@ -5,9 +5,9 @@
 
 use serde_json::Value;
 
+use super::pod_view::PodView;
 use super::pods::PodDecision;
 use super::{FieldError, Webhook, learnerspaces};
-use super::pod_view::PodView;
 use crate::k8s::Operation;
 
 /// The verdict on one document of the input.

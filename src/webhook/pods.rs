@@ -7,8 +7,8 @@ use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Value, json};
 
 use super::FieldError;
-use crate::config::DevenvConfig;
 use super::pod_view::{ContainerView as Container, PodView as Pod, VolumeView as Volume};
+use crate::config::DevenvConfig;
 use crate::k8s::Operation;
 use crate::names;
 

@@ -7,10 +7,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::learnerspaces;
+use super::pod_view::PodView;
 use super::pods::{PodDecision, PodPolicy};
 use super::{ReviewError, denial_message};
 use crate::config::{Config, OperatorConfig};
-use super::pod_view::PodView;
 use crate::k8s::{AdmissionRequest, AdmissionReview, Operation};
 
 const API_VERSION: &str = "admission.k8s.io/v1";

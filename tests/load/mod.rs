@@ -48,7 +48,10 @@ impl LoadResult {
 
     pub fn print(&self) {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!("  requests             {} ok, {} failed", self.ok, self.failed);
+        println!(
+            "  requests             {} ok, {} failed",
+            self.ok, self.failed
+        );
         println!("  throughput           {:.0} requests/s", self.rate());
         println!(
             "  latency              p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -66,14 +69,19 @@ fn connector(ca: &[u8]) -> TlsConnector {
     for cert in rustls_pemfile::certs(&mut &ca[..]) {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     TlsConnector::from(Arc::new(config))
 }
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
-async fn connect(port: u16, tls: &TlsConnector) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
+async fn connect(
+    port: u16,
+    tls: &TlsConnector,
+) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
     let stream = tls.connect(ServerName::try_from("localhost")?, tcp).await?;
@@ -82,7 +90,11 @@ async fn connect(port: u16, tls: &TlsConnector) -> Result<Sender, Box<dyn std::e
     Ok(sender)
 }
 
-async fn send(sender: &mut Sender, load: &Load, body: &Bytes) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+async fn send(
+    sender: &mut Sender,
+    load: &Load,
+    body: &Bytes,
+) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
     let mut request = hyper::Request::builder()
         .method(load.method)
         .uri(&load.path)
@@ -92,14 +104,21 @@ async fn send(sender: &mut Sender, load: &Load, body: &Bytes) -> Result<u16, Box
         request = request.header(name, value);
     }
     sender.ready().await?;
-    let response = sender.send_request(request.body(Full::new(body.clone()))?).await?;
+    let response = sender
+        .send_request(request.body(Full::new(body.clone()))?)
+        .await?;
     let status = response.status().as_u16();
     response.into_body().collect().await?;
     Ok(status)
 }
 
 /// One request on a fresh connection; Ok when the answer is 200.
-pub async fn one_request(port: u16, ca: &[u8], path: &str, body: &[u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn one_request(
+    port: u16,
+    ca: &[u8],
+    path: &str,
+    body: &[u8],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let load = Load {
         port,
         ca: ca.to_vec(),
@@ -159,7 +178,12 @@ pub async fn run(load: Load) -> LoadResult {
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    LoadResult { ok: latencies.len(), failed, elapsed, latencies }
+    LoadResult {
+        ok: latencies.len(),
+        failed,
+        elapsed,
+        latencies,
+    }
 }
 
 /// (VmRSS, VmHWM) of a process, in KiB.
