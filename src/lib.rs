@@ -15,6 +15,7 @@ pub mod crd;
 pub mod k8s;
 pub mod metrics;
 pub mod names;
+pub mod operator;
 pub mod probes;
 pub mod quantity;
 pub mod serve;
