@@ -26,13 +26,32 @@ pub struct ListenerLabel {
     pub listener: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    pub category: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub admission_requests: Family<AdmissionLabels, Counter>,
     pub admission_duration: Family<WebhookLabel, Histogram>,
     pub tls_expiry: Family<ListenerLabel, Gauge>,
+    pub learner_namespaces: Counter,
+    pub namespace_creation: Histogram,
+    pub namespace_deletion: Histogram,
+    pub learner_spaces_by_phase: Family<PhaseLabel, Gauge>,
+    pub reconcile_errors: Family<CategoryLabel, Counter>,
+    pub reconciles: Counter,
 }
+
+/// From a second to ten minutes: how long a learner waits for a namespace.
+const SLOW_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0];
 
 /// Buckets for sub-millisecond work up to the API server's webhook timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -62,11 +81,53 @@ impl Metrics {
             "notAfter of the serving certificate, per listener",
             tls_expiry.clone(),
         );
+        let learner_namespaces = Counter::default();
+        registry.register(
+            "learner_namespaces",
+            "Learner namespaces created by the operator",
+            learner_namespaces.clone(),
+        );
+        let namespace_creation = Histogram::new(SLOW_BUCKETS);
+        registry.register(
+            "learner_namespace_creation_duration_seconds",
+            "From LearnerSpace creation to its namespace being Ready",
+            namespace_creation.clone(),
+        );
+        let namespace_deletion = Histogram::new(SLOW_BUCKETS);
+        registry.register(
+            "learner_namespace_deletion_duration_seconds",
+            "From LearnerSpace deletion to tombstone written and namespace deletion requested",
+            namespace_deletion.clone(),
+        );
+        let learner_spaces_by_phase = Family::<PhaseLabel, Gauge>::default();
+        registry.register(
+            "learner_spaces_by_phase",
+            "LearnerSpaces in the operator's cache, by status phase",
+            learner_spaces_by_phase.clone(),
+        );
+        let reconcile_errors = Family::<CategoryLabel, Counter>::default();
+        registry.register(
+            "operator_reconcile_errors",
+            "Failed reconciles, by error category",
+            reconcile_errors.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register(
+            "operator_reconciles",
+            "LearnerSpace reconciles run",
+            reconciles.clone(),
+        );
         Arc::new(Metrics {
             registry,
             admission_requests,
             admission_duration,
             tls_expiry,
+            learner_namespaces,
+            namespace_creation,
+            namespace_deletion,
+            learner_spaces_by_phase,
+            reconcile_errors,
+            reconciles,
         })
     }
 

@@ -75,8 +75,31 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for the {what} on {addr}"))
 }
 
+/// Where the cluster-bound parts (operator, pod API) get their client.
+#[derive(Clone)]
+pub enum Cluster {
+    /// In-cluster configuration or kubeconfig, waiting until it answers.
+    Infer,
+    /// This client (tests), with this leader identity.
+    Client {
+        client: kube::Client,
+        identity: String,
+    },
+    /// Webhook and probes only.
+    Disabled,
+}
+
 /// Binds every listener and starts every part; returns once they are serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with(config, Cluster::Infer, shutdown).await
+}
+
+/// [`start`], choosing where the cluster-bound parts get their client.
+pub async fn start_with(
+    config: Config,
+    cluster: Cluster,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
     tls::install_crypto_provider();
     let metrics = Metrics::new();
     let health = Health::new();
@@ -126,6 +149,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         State::Ready,
         format!("listening on {webhook_addr}"),
     );
+    spawn_cluster_parts(
+        &mut tasks,
+        cluster,
+        &config,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    );
     info!(%webhook_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
 
     Ok(Running {
@@ -136,6 +167,43 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tasks,
         shutdown,
     })
+}
+
+/// The parts that need an API server start once one answers; until then
+/// `/readyz` says they are waiting.
+fn spawn_cluster_parts(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    cluster: Cluster,
+    config: &Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    let operator_config = config.operator.clone();
+    if matches!(cluster, Cluster::Disabled) {
+        return;
+    }
+    health.set("operator", State::Starting, "connecting to the cluster");
+    tasks.spawn(async move {
+        let (client, identity) = match cluster {
+            Cluster::Client { client, identity } => (client, identity),
+            Cluster::Disabled => return Ok(()),
+            Cluster::Infer => {
+                let waiting = {
+                    let health = health.clone();
+                    move |reason: &str| {
+                        health.set("operator", State::WaitingForCluster, reason.to_string())
+                    }
+                };
+                match crate::cluster::wait_for_client(&shutdown, waiting).await {
+                    Some(client) => (client, crate::operator::leader::identity()),
+                    None => return Ok(()),
+                }
+            }
+        };
+        crate::operator::run(client, operator_config, metrics, health, identity, shutdown).await;
+        Ok(())
+    });
 }
 
 fn record_expiry(metrics: &Metrics, listener: &'static str, resolver: &ReloadingResolver) {

@@ -18,10 +18,8 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
-use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
@@ -344,42 +342,6 @@ async fn other_pods_never_reach_the_webhook_and_survive_its_outage() {
         .await;
 }
 
-async fn install_crd(bed: &testbed::TestBed) -> ApiResource {
-    let client = bed.client().await;
-    let crd: CustomResourceDefinition = serde_json::from_value(
-        devenv_manager::yaml::from_yaml_stream::<Value>(&common::fixture("deploy/crd.yaml"))
-            .unwrap()
-            .remove(0),
-    )
-    .unwrap();
-    let crds = Api::<CustomResourceDefinition>::all(client);
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => panic!("the CRD from deploy/crd.yaml is refused: {e}"),
-    }
-    for _ in 0..200 {
-        let current = crds.get("learnerspaces.aivo.dev").await.unwrap();
-        let established = current
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ApiResource {
-        group: "aivo.dev".into(),
-        version: "v1".into(),
-        api_version: "aivo.dev/v1".into(),
-        kind: "LearnerSpace".into(),
-        plural: "learnerspaces".into(),
-    }
-}
-
 fn learner_space(name: &str, spec: Value) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "aivo.dev/v1", "kind": "LearnerSpace",
@@ -410,7 +372,7 @@ async fn learnerspaces_are_validated_by_the_webhook_and_by_the_crd_schema() {
     let Some(bed) = testbed::shared().await else {
         return;
     };
-    let resource = install_crd(bed).await;
+    let resource = common::install_crd(bed.client().await).await;
     let r = Registered::new(bed, "ls").await;
     let api: Api<DynamicObject> = Api::namespaced_with(r.client.clone(), &r.namespace, &resource);
 

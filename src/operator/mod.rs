@@ -1,9 +1,58 @@
 //! The LearnerSpace operator: one isolated namespace per learner.
 //!
 //! [`objects`], [`status`] and [`tombstone`] build values (pure); the
-//! reconciler compares them with what the watch caches hold and applies only
-//! what differs.
+//! [`reconcile`]r compares them with what the watch caches hold and applies
+//! only what differs; [`controller`] wires the watches; [`leader`] makes
+//! sure only one replica reconciles.
 
+pub mod compare;
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod leader;
 pub mod objects;
+pub mod reconcile;
 pub mod status;
 pub mod tombstone;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OperatorConfig;
+use crate::metrics::Metrics;
+use crate::probes::{Health, State};
+
+/// Runs the operator until `shutdown`: stands by while another replica holds
+/// the lease, reconciles while this one does. Reports its state to `health`.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    identity: String,
+    shutdown: CancellationToken,
+) {
+    let settings = leader::LeaseSettings::new(&config.namespace, identity);
+    let on_role = {
+        let health = health.clone();
+        move |role: leader::Role| match role {
+            leader::Role::Leading => health.set(
+                "operator",
+                State::Ready,
+                "leading: reconciling LearnerSpaces",
+            ),
+            leader::Role::Standby(holder) => health.set(
+                "operator",
+                State::Standby,
+                format!("standing by; {holder} holds the lease"),
+            ),
+        }
+    };
+    health.set("operator", State::Standby, "acquiring the leader lease");
+    leader::run_while_leader(client.clone(), settings, shutdown, on_role, move |term| {
+        controller::run(client.clone(), config.clone(), metrics.clone(), term)
+    })
+    .await;
+}

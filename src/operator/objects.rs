@@ -62,7 +62,9 @@ pub struct Effective {
 pub enum BuildError {
     #[error("metadata.name is missing")]
     NoName,
-    #[error("metadata.name {0:?} is longer than 63 characters, so it cannot label the learner's objects")]
+    #[error(
+        "metadata.name {0:?} is longer than 63 characters, so it cannot label the learner's objects"
+    )]
     NameTooLong(String),
     #[error("spec.learnerId {0:?} does not name a namespace")]
     BadLearnerId(String),
@@ -86,9 +88,18 @@ impl Effective {
             namespace: names::learner_namespace(&spec.learner_id),
             learner_id: spec.learner_id.clone(),
             subjects: spec.subjects.clone(),
-            cpu: quota.cpu.map(|q| q.0).unwrap_or_else(|| defaults.cpu.clone()),
-            memory: quota.memory.map(|q| q.0).unwrap_or_else(|| defaults.memory.clone()),
-            storage: quota.storage.map(|q| q.0).unwrap_or_else(|| defaults.storage.clone()),
+            cpu: quota
+                .cpu
+                .map(|q| q.0)
+                .unwrap_or_else(|| defaults.cpu.clone()),
+            memory: quota
+                .memory
+                .map(|q| q.0)
+                .unwrap_or_else(|| defaults.memory.clone()),
+            storage: quota
+                .storage
+                .map(|q| q.0)
+                .unwrap_or_else(|| defaults.storage.clone()),
             pods: quota.pods.unwrap_or(defaults.pods),
             services: quota.services.unwrap_or(defaults.services),
             secrets: quota.secrets.unwrap_or(defaults.secrets),
@@ -97,7 +108,10 @@ impl Effective {
             allowed_namespaces: policy
                 .allowed_namespaces
                 .unwrap_or_else(|| policy_defaults.allowed_namespaces.clone()),
-            vault_role: spec.vault_role.clone().unwrap_or_else(|| config.default_vault_role.clone()),
+            vault_role: spec
+                .vault_role
+                .clone()
+                .unwrap_or_else(|| config.default_vault_role.clone()),
             name,
         })
     }
@@ -176,14 +190,23 @@ fn meta(e: &Effective, name: &str, component: &str) -> ObjectMeta {
 pub fn namespace(e: &Effective) -> Namespace {
     let mut labels = managed_labels(e, "learner-namespace");
     for mode in ["enforce", "audit", "warn"] {
-        labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".into());
-        labels.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".into());
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            "restricted".into(),
+        );
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}-version"),
+            "latest".into(),
+        );
     }
     Namespace {
         metadata: ObjectMeta {
             name: Some(e.namespace.clone()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(LEARNER_ID_ANNOTATION.to_string(), e.learner_id.clone())])),
+            annotations: Some(BTreeMap::from([(
+                LEARNER_ID_ANNOTATION.to_string(),
+                e.learner_id.clone(),
+            )])),
             ..Default::default()
         },
         ..Default::default()
@@ -193,7 +216,10 @@ pub fn namespace(e: &Effective) -> Namespace {
 fn namespace_peer(name: &str) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())])),
+            match_labels: Some(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                name.to_string(),
+            )])),
             match_expressions: None,
         }),
         ..Default::default()
@@ -207,7 +233,13 @@ fn same_namespace_peer() -> NetworkPolicyPeer {
     }
 }
 
-fn policy(e: &Effective, name: &str, types: &[&str], ingress: Option<Vec<NetworkPolicyIngressRule>>, egress: Option<Vec<NetworkPolicyEgressRule>>) -> NetworkPolicy {
+fn policy(
+    e: &Effective,
+    name: &str,
+    types: &[&str],
+    ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
+) -> NetworkPolicy {
     NetworkPolicy {
         metadata: meta(e, name, "network-policy"),
         spec: Some(NetworkPolicySpec {
@@ -229,13 +261,19 @@ pub fn network_policies(e: &Effective, operator_namespace: &str) -> Vec<NetworkP
         "allow-ingress",
         &["Ingress"],
         Some(vec![NetworkPolicyIngressRule {
-            from: Some(vec![same_namespace_peer(), namespace_peer(operator_namespace)]),
+            from: Some(vec![
+                same_namespace_peer(),
+                namespace_peer(operator_namespace),
+            ]),
             ports: None,
         }]),
         None,
     );
     if !e.egress_deny {
-        return vec![policy(e, "deny-all-ingress", &["Ingress"], None, None), allow_ingress];
+        return vec![
+            policy(e, "deny-all-ingress", &["Ingress"], None, None),
+            allow_ingress,
+        ];
     }
     let dns_port = |protocol: &str| NetworkPolicyPort {
         port: Some(IntOrString::Int(53)),
@@ -250,7 +288,10 @@ pub fn network_policies(e: &Effective, operator_namespace: &str) -> Vec<NetworkP
             "allow-egress-same-namespace",
             &["Egress"],
             None,
-            Some(vec![NetworkPolicyEgressRule { to: Some(vec![same_namespace_peer()]), ports: None }]),
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![same_namespace_peer()]),
+                ports: None,
+            }]),
         ),
         policy(
             e,
@@ -270,7 +311,12 @@ pub fn network_policies(e: &Effective, operator_namespace: &str) -> Vec<NetworkP
             &["Egress"],
             None,
             Some(vec![NetworkPolicyEgressRule {
-                to: Some(e.allowed_namespaces.iter().map(|n| namespace_peer(n)).collect()),
+                to: Some(
+                    e.allowed_namespaces
+                        .iter()
+                        .map(|n| namespace_peer(n))
+                        .collect(),
+                ),
                 ports: None,
             }]),
         ));
@@ -303,11 +349,17 @@ pub fn quota(e: &Effective) -> ResourceQuota {
         ("pods".to_string(), quantity(&e.pods.to_string())),
         ("services".to_string(), quantity(&e.services.to_string())),
         ("secrets".to_string(), quantity(&e.secrets.to_string())),
-        ("configmaps".to_string(), quantity(&e.configmaps.to_string())),
+        (
+            "configmaps".to_string(),
+            quantity(&e.configmaps.to_string()),
+        ),
     ]);
     ResourceQuota {
         metadata: meta(e, QUOTA_NAME, "resource-quota"),
-        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard),
+            ..Default::default()
+        }),
         status: None,
     }
 }
@@ -346,8 +398,14 @@ pub fn limit_range(e: &Effective) -> LimitRange {
 
 pub fn service_account(e: &Effective) -> ServiceAccount {
     let mut metadata = meta(e, RBAC_NAME, "rbac");
-    metadata.annotations = Some(BTreeMap::from([(VAULT_ROLE_ANNOTATION.to_string(), e.vault_role.clone())]));
-    ServiceAccount { metadata, ..Default::default() }
+    metadata.annotations = Some(BTreeMap::from([(
+        VAULT_ROLE_ANNOTATION.to_string(),
+        e.vault_role.clone(),
+    )]));
+    ServiceAccount {
+        metadata,
+        ..Default::default()
+    }
 }
 
 fn rule(resources: &[&str], verbs: &[&str]) -> PolicyRule {
@@ -364,7 +422,10 @@ pub fn role(e: &Effective) -> Role {
     Role {
         metadata: meta(e, RBAC_NAME, "rbac"),
         rules: Some(vec![
-            rule(&["pods", "pods/log", "pods/status"], &["get", "list", "watch"]),
+            rule(
+                &["pods", "pods/log", "pods/status"],
+                &["get", "list", "watch"],
+            ),
             rule(&["configmaps", "secrets"], &["get", "list"]),
         ]),
     }
@@ -390,7 +451,12 @@ pub fn role_binding(e: &Effective) -> RoleBinding {
 pub fn vault_paths(e: &Effective) -> ConfigMap {
     let mut data: BTreeMap<String, String> = VAULT_SECRETS
         .iter()
-        .map(|s| (s.to_string(), format!("secret/data/learners/{}/{s}", e.learner_id)))
+        .map(|s| {
+            (
+                s.to_string(),
+                format!("secret/data/learners/{}/{s}", e.learner_id),
+            )
+        })
         .collect();
     data.insert("role".to_string(), e.vault_role.clone());
     ConfigMap {

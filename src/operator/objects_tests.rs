@@ -34,16 +34,28 @@ fn namespace_name_labels_and_pod_security() {
     let d = build(&example());
     let ns = v(&d.namespace);
     let name = ns["metadata"]["name"].as_str().unwrap();
-    assert!(name.starts_with("aivo-learner-john-doe-") && name.len() == 30, "{name}");
+    assert!(
+        name.starts_with("aivo-learner-john-doe-") && name.len() == 30,
+        "{name}"
+    );
     let labels = &ns["metadata"]["labels"];
     assert_eq!(labels["aivo.dev/component"], "learner-namespace");
     assert_eq!(labels["aivo.dev/learnerspace"], "john-doe");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "devenv-manager");
     for mode in ["enforce", "audit", "warn"] {
-        assert_eq!(labels[format!("pod-security.kubernetes.io/{mode}")], "restricted");
-        assert_eq!(labels[format!("pod-security.kubernetes.io/{mode}-version")], "latest");
+        assert_eq!(
+            labels[format!("pod-security.kubernetes.io/{mode}")],
+            "restricted"
+        );
+        assert_eq!(
+            labels[format!("pod-security.kubernetes.io/{mode}-version")],
+            "latest"
+        );
     }
-    assert_eq!(ns["metadata"]["annotations"], json!({"aivo.dev/learner-id": "john.doe"}));
+    assert_eq!(
+        ns["metadata"]["annotations"],
+        json!({"aivo.dev/learner-id": "john.doe"})
+    );
 }
 
 #[test]
@@ -54,9 +66,18 @@ fn every_namespaced_object_lives_in_the_learner_namespace_and_is_labelled() {
     assert_eq!(values.len(), 1 + 5 + 6);
     for object in &values[1..] {
         assert_eq!(object["metadata"]["namespace"], ns.as_str(), "{object}");
-        assert_eq!(object["metadata"]["labels"]["aivo.dev/learnerspace"], "john-doe");
-        assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/managed-by"], "devenv-manager");
-        assert!(object["apiVersion"].is_string() && object["kind"].is_string(), "{object}");
+        assert_eq!(
+            object["metadata"]["labels"]["aivo.dev/learnerspace"],
+            "john-doe"
+        );
+        assert_eq!(
+            object["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "devenv-manager"
+        );
+        assert!(
+            object["apiVersion"].is_string() && object["kind"].is_string(),
+            "{object}"
+        );
     }
 }
 
@@ -73,18 +94,35 @@ fn policy<'a>(d: &'a Desired, name: &str) -> &'a NetworkPolicySpec {
 #[test]
 fn network_policies_deny_all_then_allow_exactly() {
     let d = build(&example());
-    let names: Vec<_> = d.network_policies.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> = d
+        .network_policies
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["deny-all", "allow-ingress", "allow-egress-same-namespace", "allow-egress-dns", "allow-egress-allowed-namespaces"]
+        [
+            "deny-all",
+            "allow-ingress",
+            "allow-egress-same-namespace",
+            "allow-egress-dns",
+            "allow-egress-allowed-namespaces"
+        ]
     );
     for p in &d.network_policies {
-        assert_eq!(v(&p.spec.as_ref().unwrap().pod_selector), json!({}), "every pod");
+        assert_eq!(
+            v(&p.spec.as_ref().unwrap().pod_selector),
+            json!({}),
+            "every pod"
+        );
     }
 
     let deny = policy(&d, "deny-all");
     assert_eq!(deny.policy_types.as_deref().unwrap(), ["Ingress", "Egress"]);
-    assert!(deny.ingress.is_none() && deny.egress.is_none(), "no rule: everything denied");
+    assert!(
+        deny.ingress.is_none() && deny.egress.is_none(),
+        "no rule: everything denied"
+    );
 
     let ingress = v(&policy(&d, "allow-ingress").ingress);
     assert_eq!(
@@ -95,7 +133,10 @@ fn network_policies_deny_all_then_allow_exactly() {
         ]}])
     );
 
-    assert_eq!(v(&policy(&d, "allow-egress-same-namespace").egress), json!([{"to": [{"podSelector": {}}]}]));
+    assert_eq!(
+        v(&policy(&d, "allow-egress-same-namespace").egress),
+        json!([{"to": [{"podSelector": {}}]}])
+    );
     assert_eq!(
         v(&policy(&d, "allow-egress-dns").egress),
         json!([{
@@ -117,13 +158,21 @@ fn no_other_learner_is_ever_reachable() {
     let d = build(&example());
     let specs: Vec<_> = d.network_policies.iter().map(|p| &p.spec).collect();
     let text = serde_json::to_string(&specs).unwrap();
-    assert!(!text.contains("aivo-learner-"), "no policy names a learner namespace");
+    assert!(
+        !text.contains("aivo-learner-"),
+        "no policy names a learner namespace"
+    );
     // No peer selects all namespaces (an empty namespaceSelector would).
     for p in &d.network_policies {
         let spec = v(p.spec.as_ref().unwrap());
         for rules in [&spec["ingress"], &spec["egress"]] {
             for rule in rules.as_array().into_iter().flatten() {
-                for peer in rule["from"].as_array().or(rule["to"].as_array()).into_iter().flatten() {
+                for peer in rule["from"]
+                    .as_array()
+                    .or(rule["to"].as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     assert_ne!(peer.get("namespaceSelector"), Some(&json!({})), "{peer}");
                     assert!(peer.get("ipBlock").is_none(), "{peer}");
                 }
@@ -137,10 +186,17 @@ fn without_egress_deny_only_ingress_is_isolated() {
     let mut ls = example();
     ls.spec.network_policy.as_mut().unwrap().egress_deny = Some(false);
     let d = build(&ls);
-    let names: Vec<_> = d.network_policies.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> = d
+        .network_policies
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(names, ["deny-all-ingress", "allow-ingress"]);
     for p in &d.network_policies {
-        assert_eq!(p.spec.as_ref().unwrap().policy_types.as_deref().unwrap(), ["Ingress"]);
+        assert_eq!(
+            p.spec.as_ref().unwrap().policy_types.as_deref().unwrap(),
+            ["Ingress"]
+        );
     }
     for name in names {
         assert!(NETWORK_POLICY_NAMES.contains(&name.as_str()));
@@ -169,7 +225,15 @@ fn defaults_fill_what_the_spec_leaves_out() {
     }))
     .unwrap();
     let e = Effective::resolve(&ls, &OperatorConfig::default()).unwrap();
-    assert_eq!((e.cpu.as_str(), e.memory.as_str(), e.storage.as_str(), e.pods), ("2", "4Gi", "10Gi", 10));
+    assert_eq!(
+        (
+            e.cpu.as_str(),
+            e.memory.as_str(),
+            e.storage.as_str(),
+            e.pods
+        ),
+        ("2", "4Gi", "10Gi", 10)
+    );
     assert!(e.egress_deny);
     assert_eq!(e.allowed_namespaces, ["aivo-system", "aivo-shared"]);
     assert_eq!(e.vault_role, "learner-default");
@@ -178,7 +242,11 @@ fn defaults_fill_what_the_spec_leaves_out() {
     }))
     .unwrap();
     let d = build(&ls);
-    assert_eq!(v(&d.quota.spec.as_ref().unwrap().hard)["limits.cpu"], "4", "an integer cpu works");
+    assert_eq!(
+        v(&d.quota.spec.as_ref().unwrap().hard)["limits.cpu"],
+        "4",
+        "an integer cpu works"
+    );
 }
 
 #[test]
@@ -186,7 +254,10 @@ fn limit_range_defaults_fit_under_the_quota() {
     let d = build(&example());
     let item = &d.limits.spec.as_ref().unwrap().limits[0];
     assert_eq!(item.type_, "Container");
-    assert_eq!(v(&item.default_request), json!({"cpu": "100m", "memory": "128Mi"}));
+    assert_eq!(
+        v(&item.default_request),
+        json!({"cpu": "100m", "memory": "128Mi"})
+    );
     assert_eq!(v(&item.default), json!({"cpu": "500m", "memory": "512Mi"}));
 
     let mut small = example();
@@ -196,7 +267,10 @@ fn limit_range_defaults_fit_under_the_quota() {
     let d = build(&small);
     let item = &d.limits.spec.as_ref().unwrap().limits[0];
     assert_eq!(v(&item.default), json!({"cpu": "250m", "memory": "100Mi"}));
-    assert_eq!(v(&item.default_request), json!({"cpu": "100m", "memory": "100Mi"}));
+    assert_eq!(
+        v(&item.default_request),
+        json!({"cpu": "100m", "memory": "100Mi"})
+    );
 }
 
 #[test]
@@ -229,7 +303,10 @@ fn rbac_is_exactly_read_only() {
 #[test]
 fn vault_paths_list_the_learner_secrets() {
     let d = build(&example());
-    assert_eq!(d.vault_paths.metadata.name.as_deref(), Some("vault-secret-paths"));
+    assert_eq!(
+        d.vault_paths.metadata.name.as_deref(),
+        Some("vault-secret-paths")
+    );
     assert_eq!(
         v(&d.vault_paths.data),
         json!({
@@ -245,8 +322,14 @@ fn vault_paths_list_the_learner_secrets() {
 fn names_that_cannot_label_are_refused() {
     let mut ls = example();
     ls.metadata.name = Some("x".repeat(64));
-    assert!(matches!(desired(&ls, &OperatorConfig::default()), Err(BuildError::NameTooLong(_))));
+    assert!(matches!(
+        desired(&ls, &OperatorConfig::default()),
+        Err(BuildError::NameTooLong(_))
+    ));
     let mut ls = example();
     ls.spec.learner_id = "...".into();
-    assert!(matches!(desired(&ls, &OperatorConfig::default()), Err(BuildError::BadLearnerId(_))));
+    assert!(matches!(
+        desired(&ls, &OperatorConfig::default()),
+        Err(BuildError::BadLearnerId(_))
+    ));
 }

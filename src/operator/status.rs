@@ -18,7 +18,11 @@ pub fn status(
     previous: Option<&LearnerSpaceStatus>,
     now: Timestamp,
 ) -> LearnerSpaceStatus {
-    let ready = if phase == Phase::Ready { "True" } else { "False" };
+    let ready = if phase == Phase::Ready {
+        "True"
+    } else {
+        "False"
+    };
     let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
     let since = match previous_ready {
         Some(c) if c.status == ready => c.last_transition_time.clone(),
@@ -50,21 +54,67 @@ mod tests {
 
     #[test]
     fn ready_condition_follows_the_phase() {
-        let s = status(Phase::Ready, "Reconciled", "ok", Some("ns"), Some(3), None, at(10));
+        let s = status(
+            Phase::Ready,
+            "Reconciled",
+            "ok",
+            Some("ns"),
+            Some(3),
+            None,
+            at(10),
+        );
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(3));
         let c = &s.conditions[0];
-        assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Ready", "True", "Reconciled"));
-        let f = status(Phase::Failed, "DuplicateLearner", "taken", None, Some(1), None, at(10));
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Ready", "True", "Reconciled")
+        );
+        let f = status(
+            Phase::Failed,
+            "DuplicateLearner",
+            "taken",
+            None,
+            Some(1),
+            None,
+            at(10),
+        );
         assert_eq!(f.conditions[0].status, "False");
     }
 
     #[test]
     fn transition_time_moves_only_on_a_transition() {
-        let first = status(Phase::Ready, "Reconciled", "ok", Some("ns"), Some(1), None, at(10));
-        let same = status(Phase::Ready, "Reconciled", "ok", Some("ns"), Some(1), Some(&first), at(99));
-        assert_eq!(same, first, "an unchanged status is equal, so it costs no write");
-        let failed = status(Phase::Failed, "ApplyFailed", "boom", Some("ns"), Some(1), Some(&first), at(99));
+        let first = status(
+            Phase::Ready,
+            "Reconciled",
+            "ok",
+            Some("ns"),
+            Some(1),
+            None,
+            at(10),
+        );
+        let same = status(
+            Phase::Ready,
+            "Reconciled",
+            "ok",
+            Some("ns"),
+            Some(1),
+            Some(&first),
+            at(99),
+        );
+        assert_eq!(
+            same, first,
+            "an unchanged status is equal, so it costs no write"
+        );
+        let failed = status(
+            Phase::Failed,
+            "ApplyFailed",
+            "boom",
+            Some("ns"),
+            Some(1),
+            Some(&first),
+            at(99),
+        );
         assert_eq!(failed.conditions[0].last_transition_time, Time(at(99)));
     }
 }

@@ -25,7 +25,10 @@ pub fn tombstone(ls: &LearnerSpace, operator_namespace: &str, deleted_at: &str) 
                 (COMPONENT_LABEL.to_string(), "tombstone".to_string()),
                 // Not `aivo.dev/learnerspace`: the tombstone outlives it and
                 // must never look like an object to repair or prune.
-                (format!("{LEARNERSPACE_LABEL}-name"), ls.metadata.name.clone().unwrap_or_default()),
+                (
+                    format!("{LEARNERSPACE_LABEL}-name"),
+                    ls.metadata.name.clone().unwrap_or_default(),
+                ),
             ])),
             ..Default::default()
         },
@@ -38,10 +41,16 @@ pub fn tombstone(ls: &LearnerSpace, operator_namespace: &str, deleted_at: &str) 
 pub fn record(ls: &LearnerSpace, deleted_at: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("learnerId".to_string(), ls.spec.learner_id.clone()),
-        ("namespace".to_string(), names::learner_namespace(&ls.spec.learner_id)),
+        (
+            "namespace".to_string(),
+            names::learner_namespace(&ls.spec.learner_id),
+        ),
         ("subjects".to_string(), ls.spec.subjects.join(",")),
         ("deletedAt".to_string(), deleted_at.to_string()),
-        (UID_KEY.to_string(), ls.metadata.uid.clone().unwrap_or_default()),
+        (
+            UID_KEY.to_string(),
+            ls.metadata.uid.clone().unwrap_or_default(),
+        ),
     ])
 }
 

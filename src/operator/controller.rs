@@ -1,0 +1,172 @@
+//! The running operator: kube-runtime's Controller over LearnerSpaces in the
+//! operator's namespace, plus one watch per managed kind (selected by the
+//! `app.kubernetes.io/managed-by` and `aivo.dev/learnerspace` labels, across
+//! namespaces) that both feeds the caches the reconciler compares with and
+//! triggers the owning LearnerSpace when a managed object is edited or
+//! deleted (drift repair).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::context::{Context, Stores};
+use super::objects::{LEARNERSPACE_LABEL, MANAGED_BY_LABEL, MANAGER};
+use super::reconcile::{error_policy, reconcile};
+use crate::config::OperatorConfig;
+use crate::crd::{LearnerSpace, Phase};
+use crate::metrics::{Metrics, PhaseLabel};
+
+/// Reconciles until `stop` is cancelled. `ready` is called once every cache
+/// has synced.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGER},{LEARNERSPACE_LABEL}");
+    let operator_ns = config.namespace.clone();
+    let learner_spaces: Api<LearnerSpace> = Api::namespaced(client.clone(), &operator_ns);
+    let mut controller = Controller::new(learner_spaces, watcher::Config::default().any_semantic());
+
+    let (namespaces, stream) = watch::<Namespace>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (network_policies, stream) = watch::<NetworkPolicy>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (quotas, stream) = watch::<ResourceQuota>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (limit_ranges, stream) = watch::<LimitRange>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (service_accounts, stream) = watch::<ServiceAccount>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (roles, stream) = watch::<Role>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (role_bindings, stream) = watch::<RoleBinding>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+    let (config_maps, stream) = watch::<ConfigMap>(Api::all(client.clone()), &selector);
+    controller = controller.watches_stream(stream, owner(&operator_ns));
+
+    let stores = Stores {
+        learner_spaces: controller.store(),
+        namespaces,
+        network_policies,
+        quotas,
+        limit_ranges,
+        service_accounts,
+        roles,
+        role_bindings,
+        config_maps,
+    };
+    let reporter = Reporter {
+        controller: MANAGER.to_string(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        config,
+        stores: stores.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let phases = tokio::spawn(count_phases(
+        stores.learner_spaces.clone(),
+        metrics,
+        stop.clone(),
+    ));
+    let shutdown = stop.clone();
+    info!(namespace = %operator_ns, "LearnerSpace operator running");
+    controller
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Object-level failures are counted in error_policy; these are
+                // the controller's own (a watch or a queue), logged and survived.
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    phases.abort();
+    info!("LearnerSpace operator stopped");
+}
+
+/// A watch of one managed kind: a cache (managed fields dropped, they are
+/// most of an object's size and never compared) and the trigger stream.
+fn watch<K>(
+    api: Api<K>,
+    selector: &str,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(selector).any_semantic();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Maps a managed object to the LearnerSpace named by its label.
+fn owner<K: Resource>(
+    operator_ns: &str,
+) -> impl Fn(K) -> Option<ObjectRef<LearnerSpace>> + Send + Sync + 'static {
+    let operator_ns = operator_ns.to_string();
+    move |object: K| {
+        let name = object.labels().get(LEARNERSPACE_LABEL)?;
+        Some(ObjectRef::new(name).within(&operator_ns))
+    }
+}
+
+/// Keeps `learner_spaces_by_phase` current from the cache, every few
+/// seconds rather than on every reconcile (O(n) each time).
+async fn count_phases(store: Store<LearnerSpace>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    if store.wait_until_ready().await.is_err() {
+        warn!("LearnerSpace cache never became ready");
+        return;
+    }
+    loop {
+        let mut counts = [0i64; Phase::ALL.len()];
+        for ls in store.state() {
+            let phase = ls
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(Phase::Pending);
+            if let Some(i) = Phase::ALL.iter().position(|p| *p == phase) {
+                counts[i] += 1;
+            }
+        }
+        for (phase, count) in Phase::ALL.iter().zip(counts) {
+            metrics
+                .learner_spaces_by_phase
+                .get_or_create(&PhaseLabel {
+                    phase: phase.as_str(),
+                })
+                .set(count);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The operator's errors, with a bounded category for metrics and Events.
+
+use super::objects::BuildError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    #[error("finalizer: {0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("object has no name")]
+    Unnamed,
+}
+
+impl Error {
+    /// A small fixed set of values, safe as a metric label or Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
+            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
+            Error::Kube(_) => "ApiError",
+            Error::Build(_) => "InvalidSpec",
+            Error::Finalizer(_) => "FinalizerError",
+            Error::Unnamed => "InvalidObject",
+        }
+    }
+
+    /// Errors that retrying may cure (the API server was busy or away).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => {
+                status.code >= 500 || status.code == 409 || status.code == 429
+            }
+            Error::Kube(_) => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
+                _ => true,
+            },
+            Error::Build(_) | Error::Unnamed => false,
+        }
+    }
+}
