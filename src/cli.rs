@@ -36,6 +36,18 @@ enum Command {
     WebhookConfig(WebhookConfigArgs),
     /// Run the webhook's mutation and validation offline on manifests.
     Admit(AdmitArgs),
+    /// Print, as YAML, every object the operator would create for the
+    /// LearnerSpace(s) in a file.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// File with one or more LearnerSpaces (multi-document YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Admit(args) => admit(args),
+        Command::Render(args) => render(args),
     }
 }
 
@@ -164,20 +177,45 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(args.config.config.as_deref())?;
-    let text = if args.file == Path::new("-") {
+/// The documents of a manifest file, or of standard input for `-`.
+fn read_documents(file: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = if file == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .context("cannot read standard input")?;
         text
     } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    let documents: Vec<Value> =
-        crate::yaml::from_yaml_stream(&text).with_context(|| args.file.display().to_string())?;
+    Ok(crate::yaml::from_yaml_stream(&text).with_context(|| file.display().to_string())?)
+}
+
+/// Every object the operator would create, for each LearnerSpace of the file.
+fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.config.as_deref())?;
+    let mut objects = Vec::new();
+    for (i, document) in read_documents(&args.file)?.into_iter().enumerate() {
+        if document.get("kind").and_then(Value::as_str) != Some("LearnerSpace") {
+            eprintln!("document {}: not a LearnerSpace; skipped", i + 1);
+            continue;
+        }
+        let ls: crate::crd::LearnerSpace = serde_json::from_value(document)
+            .with_context(|| format!("document {}: not a valid LearnerSpace", i + 1))?;
+        let desired = crate::operator::objects::desired(&ls, &config.operator)
+            .with_context(|| format!("document {}", i + 1))?;
+        objects.extend(desired.to_values());
+    }
+    if objects.is_empty() {
+        anyhow::bail!("{}: no LearnerSpace found", args.file.display());
+    }
+    print!("{}", crate::yaml::to_yaml_stream(&objects)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(args.config.config.as_deref())?;
+    let documents = read_documents(&args.file)?;
     let webhook = Webhook::new(&config);
     let results = offline::admit_all(&webhook, documents, &args.namespace);
 

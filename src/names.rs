@@ -182,3 +182,31 @@ mod tests {
         assert!(sanitizes_to_non_empty("._a"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any learner id the webhook accepts names a valid, stable namespace.
+        #[test]
+        fn learner_namespaces_are_valid_labels(id in "[A-Za-z0-9._@-]{1,128}") {
+            prop_assume!(sanitizes_to_non_empty(&id));
+            let ns = learner_namespace(&id);
+            prop_assert!(is_dns1123_label(&ns), "{}", ns);
+            prop_assert!(ns.starts_with(LEARNER_NAMESPACE_PREFIX));
+            prop_assert_eq!(&ns, &learner_namespace(&id));
+            let tombstone = tombstone_name(&id);
+            prop_assert!(tombstone.len() <= 63);
+        }
+
+        /// Distinct ids give distinct names, even when they sanitize alike.
+        #[test]
+        fn distinct_ids_give_distinct_namespaces(a in "[A-Za-z0-9._@-]{1,40}", b in "[A-Za-z0-9._@-]{1,40}") {
+            prop_assume!(a != b && sanitizes_to_non_empty(&a) && sanitizes_to_non_empty(&b));
+            prop_assert_ne!(learner_namespace(&a), learner_namespace(&b));
+        }
+    }
+}

@@ -288,3 +288,52 @@ fn serve_runs_with_no_config_and_no_cluster_and_stops_on_sigterm() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn render_prints_every_object_of_the_readme_example() {
+    let out = run(&["render", "-f", "deploy/examples/learnerspace.yaml"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: Vec<serde_json::Value> =
+        devenv_manager::yaml::from_yaml_stream(&text(&out.stdout)).unwrap();
+    let kinds: Vec<(&str, &str)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let namespace = devenv_manager::names::learner_namespace("john.doe");
+    assert_eq!(kinds[0], ("Namespace", namespace.as_str()));
+    for expected in [
+        ("NetworkPolicy", "deny-all"),
+        ("NetworkPolicy", "allow-egress-dns"),
+        ("ResourceQuota", "learner-quota"),
+        ("LimitRange", "learner-limits"),
+        ("ServiceAccount", "learner"),
+        ("Role", "learner"),
+        ("RoleBinding", "learner"),
+        ("ConfigMap", "vault-secret-paths"),
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
+    let not_ls = run(&["render", "-f", "examples/manifests.yaml"], None);
+    assert!(
+        not_ls.status.success(),
+        "the LearnerSpace among other kinds is rendered"
+    );
+    let none = run(
+        &["render", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n"),
+    );
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("no LearnerSpace found"),
+        "{}",
+        text(&none.stderr)
+    );
+}

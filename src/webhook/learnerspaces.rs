@@ -67,6 +67,14 @@ pub fn validate(config: &OperatorConfig, object: &Value, old: Option<&Value>) ->
         v.warnings
             .push(format!("spec.{key}: unknown field, ignored"));
     }
+    if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
+        if name.len() > 63 {
+            v.error(
+                "metadata.name",
+                "must be at most 63 characters: it labels every object of the learner",
+            );
+        }
+    }
     validate_learner_id(spec, old, &mut v);
     validate_subjects(spec.get("subjects"), &mut v);
     if let Some(quota) = present(spec.get("resourceQuota")) {

@@ -258,3 +258,12 @@ fn every_error_is_collected_and_unknown_fields_warn() {
         ]
     );
 }
+
+#[test]
+fn names_longer_than_a_label_are_refused() {
+    let config = OperatorConfig::default();
+    let long = json!({"metadata": {"name": "x".repeat(64)}, "spec": {"learnerId": "a"}});
+    assert_eq!(fields(&validate(&config, &long, None)), ["metadata.name"]);
+    let ok = json!({"metadata": {"name": "x".repeat(63)}, "spec": {"learnerId": "a"}});
+    assert!(validate(&config, &ok, None).is_valid());
+}
