@@ -188,7 +188,7 @@ fn read_documents(file: &Path) -> anyhow::Result<Vec<Value>> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    Ok(crate::yaml::from_yaml_stream(&text).with_context(|| file.display().to_string())?)
+    crate::yaml::from_yaml_stream(&text).with_context(|| file.display().to_string())
 }
 
 /// Every object the operator would create, for each LearnerSpace of the file.
