@@ -40,7 +40,15 @@ pub async fn run(
     let selector = format!("{MANAGED_BY_LABEL}={MANAGER},{LEARNERSPACE_LABEL}");
     let operator_ns = config.namespace.clone();
     let learner_spaces: Api<LearnerSpace> = Api::namespaced(client.clone(), &operator_ns);
-    let mut controller = Controller::new(learner_spaces, watcher::Config::default().any_semantic());
+    // The LearnerSpace cache drops managed fields too (a status written by
+    // the operator adds a managed-fields entry to each of them).
+    let (learner_space_store, writer) = reflector::store();
+    let learner_space_stream = watcher(learner_spaces, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    let mut controller = Controller::for_stream(learner_space_stream, learner_space_store);
 
     let (namespaces, stream) = watch::<Namespace>(Api::all(client.clone()), &selector);
     controller = controller.watches_stream(stream, owner(&operator_ns));
@@ -80,6 +88,7 @@ pub async fn run(
         config,
         stores: stores.clone(),
         metrics: metrics.clone(),
+        written: Default::default(),
     });
 
     let phases = tokio::spawn(count_phases(

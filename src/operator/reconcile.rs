@@ -38,6 +38,9 @@ const DUPLICATE_RECHECK: Duration = Duration::from_secs(30);
 
 #[tracing::instrument(skip_all, fields(learnerspace = %ls.name_any(), learner = %ls.spec.learner_id))]
 pub async fn reconcile(ls: Arc<LearnerSpace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.stores.synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     ctx.metrics.reconciles.inc();
     let namespace = ls
         .namespace()
@@ -342,7 +345,9 @@ async fn set_status(
         previous,
         Timestamp::now(),
     );
-    if previous == Some(&wanted) {
+    let uid = ls.meta().uid.clone().unwrap_or_default();
+    let version = ls.resource_version().unwrap_or_default();
+    if previous == Some(&wanted) || ctx.written.already(&uid, &version, &wanted) {
         return Ok(false);
     }
     let name = ls.name_any();
@@ -352,6 +357,7 @@ async fn set_status(
         &Patch::Merge(json!({ "status": wanted })),
     )
     .await?;
+    ctx.written.record(&uid, &version, &wanted);
     if previous.and_then(|s| s.phase) != Some(phase) {
         let type_ = if matches!(phase, Phase::Failed) {
             EventType::Warning
@@ -429,6 +435,8 @@ async fn cleanup(
         crate::names::tombstone_name(&ls.spec.learner_id)
     );
     record(ctx, ls, EventType::Normal, "Deleted", &note).await;
+    ctx.written
+        .forget(&ls.meta().uid.clone().unwrap_or_default());
     Ok(Action::await_change())
 }
 

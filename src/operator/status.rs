@@ -44,6 +44,19 @@ pub fn status(
     }
 }
 
+/// Equal but for when the condition last changed: a status recomputed over a
+/// stale copy gets a new transition time, yet says the same thing.
+pub fn equivalent(a: &LearnerSpaceStatus, b: &LearnerSpaceStatus) -> bool {
+    let timeless = |s: &LearnerSpaceStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    timeless(a) == timeless(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +129,16 @@ mod tests {
             at(99),
         );
         assert_eq!(failed.conditions[0].last_transition_time, Time(at(99)));
+        let recomputed = status(
+            Phase::Failed,
+            "ApplyFailed",
+            "boom",
+            Some("ns"),
+            Some(1),
+            None,
+            at(120),
+        );
+        assert!(equivalent(&failed, &recomputed));
+        assert!(!equivalent(&failed, &first));
     }
 }

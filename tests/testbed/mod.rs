@@ -91,6 +91,13 @@ exit "$status""#;
 
 /// A Kubernetes API server for tests: a local etcd + kube-apiserver, or the
 /// cluster named by `DEVENV_E2E_KUBECONFIG`.
+/// A service-account identity for a component under test.
+pub struct Identity {
+    pub client: Client,
+    pub username: String,
+    pub kubeconfig: PathBuf,
+}
+
 pub struct TestBed {
     /// True when the tests run against a real cluster (`DEVENV_E2E_KUBECONFIG`),
     /// which has a kubelet, a controller-manager and so on; false for the local
@@ -417,9 +424,40 @@ impl TestBed {
     /// a dry-run ConfigMap create by the admin user (which therefore counts as an
     /// admin write) whose event it waits for.
     pub async fn count_writes_settled(&self, username: &str) -> usize {
+        self.settle_audit_log().await;
+        self.count_writes(username)
+    }
+
+    /// The write requests of `username` per resource (`namespaces`,
+    /// `leases`...), once the audit log has caught up.
+    pub async fn writes_by_resource_settled(
+        &self,
+        username: &str,
+    ) -> std::collections::BTreeMap<String, usize> {
+        self.settle_audit_log().await;
         let path = self
             .audit_log_path()
-            .expect("count_writes_settled needs the local test bed's audit log");
+            .expect("needs the local test bed's audit log");
+        let mut counts = std::collections::BTreeMap::new();
+        for event in
+            audit_events(path).filter(|e| is_write(e) && effective_user(e) == Some(username))
+        {
+            let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
+            let subresource = event["objectRef"]["subresource"].as_str();
+            let key = match subresource {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.to_string(),
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Waits until every request completed before this call is in the audit log.
+    async fn settle_audit_log(&self) {
+        let path = self
+            .audit_log_path()
+            .expect("settling needs the local test bed's audit log");
         let marker = unique_name("audit-marker");
         let configmap = ConfigMap {
             metadata: ObjectMeta {
@@ -447,7 +485,6 @@ impl TestBed {
             "audit marker {marker} never reached {}",
             path.display()
         );
-        self.count_writes(username)
     }
 
     /// Stops the API server of a dedicated bed (from [`start`]) and waits until it
@@ -529,6 +566,64 @@ impl TestBed {
                 .await
                 .unwrap_or_else(|e| panic!("getting service account {ns}/{name}: {e}")),
             Err(e) => panic!("creating service account {ns}/{name}: {e}"),
+        }
+    }
+
+    /// Service account `ns/name` bound to cluster-admin, as a deployment of
+    /// devenv-manager might run: its client, its username (to count its writes
+    /// in the audit log) and a kubeconfig file with its token (for a
+    /// `devenv-manager` process under test).
+    pub async fn cluster_admin(&self, ns: &str, name: &str) -> Identity {
+        use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+        self.create_service_account(ns, name).await;
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("{ns}-{name}")),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "cluster-admin".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.into(),
+                namespace: Some(ns.into()),
+                api_group: None,
+            }]),
+        };
+        match Api::<ClusterRoleBinding>::all(self.client().await)
+            .create(&PostParams::default(), &binding)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("binding {ns}/{name} to cluster-admin: {e}"),
+        }
+        let token = self.token(ns, name, SA_ISSUER, 86_400).await;
+        let mut kubeconfig =
+            Kubeconfig::read_from(&self.kubeconfig_path).expect("admin kubeconfig");
+        for named in &mut kubeconfig.auth_infos {
+            named.auth_info = Some(AuthInfo {
+                token: Some(token.clone().into()),
+                ..AuthInfo::default()
+            });
+        }
+        let dir = self
+            .dir()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("kubeconfig-{ns}-{name}.json"));
+        fs::write(
+            &path,
+            serde_json::to_vec(&kubeconfig).expect("kubeconfig JSON"),
+        )
+        .expect("writing kubeconfig");
+        Identity {
+            client: self.client_with_token(&token).await,
+            username: format!("system:serviceaccount:{ns}:{name}"),
+            kubeconfig: path,
         }
     }
 

@@ -1,0 +1,234 @@
+//! Operator benchmark against the real kube-apiserver test bed:
+//!
+//!     cargo bench --bench operator_load
+//!     LEARNERS=1000 CACHED=10000 cargo bench --bench operator_load
+//!
+//! Creates LEARNERS LearnerSpaces, starts `devenv-manager serve` (the release
+//! binary, as its own process, with a service-account kubeconfig) and
+//! reports: API writes per LearnerSpace on the first reconcile, by resource
+//! (target: one apply per managed object plus one status update), writes on a
+//! second pass by a restarted operator (target: zero), time per reconcile,
+//! and the operator's RSS with CACHED LearnerSpaces in its cache (target under
+//! 150 MB at 10,000). Without `--bench` (as `cargo test --benches` runs it)
+//! it runs a small, quick version.
+
+#[path = "../tests/testbed/mod.rs"]
+mod testbed;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devenv_manager::crd::{LearnerSpace, Phase};
+use futures::StreamExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
+const NAMESPACE: &str = "aivo-system";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts the operator process; returns it and its metrics address.
+fn start_operator(kubeconfig: &Path, dir: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env("KUBECONFIG", kubeconfig)
+        .env("WEBHOOK_BIND", "127.0.0.1:0")
+        .env("API_BIND", "127.0.0.1:0")
+        .env("METRICS_BIND", "127.0.0.1:0")
+        .env("OPERATOR_NAMESPACE", NAMESPACE)
+        .env("LOG_LEVEL", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devenv-manager runs");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut metrics = None;
+    let mut lines = stdout.lines();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Some(addr) = entry["metrics_addr"].as_str() {
+                metrics = Some(addr.to_string());
+                break;
+            }
+        }
+    }
+    // Keep draining the log (into a file, for a look after a surprising
+    // figure) so the process never blocks on a full pipe.
+    let log_path = dir.join(format!("operator-{}.log", child.id()));
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let Ok(mut file) = std::fs::File::create(log_path) else {
+            return;
+        };
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+        }
+    });
+    (child, metrics.expect("serve logs its metrics address"))
+}
+
+async fn metric(addr: &str, name: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn learner_space(name: &str, learner: &str) -> LearnerSpace {
+    serde_json::from_value(json!({
+        "apiVersion": "aivo.dev/v1", "kind": "LearnerSpace",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"learnerId": learner, "subjects": ["mathematics"], "resourceQuota": {"cpu": "2", "memory": "4Gi"}}
+    }))
+    .expect("LearnerSpace")
+}
+
+async fn create_all(api: &Api<LearnerSpace>, objects: Vec<LearnerSpace>) {
+    futures::stream::iter(objects)
+        .for_each_concurrent(16, |ls| async move {
+            for _ in 0..100 {
+                match api.create(&PostParams::default(), &ls).await {
+                    Ok(_) => return,
+                    Err(kube::Error::Api(s)) if s.code == 409 => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            panic!("cannot create LearnerSpaces");
+        })
+        .await;
+}
+
+async fn count_phase(api: &Api<LearnerSpace>, phase: Phase) -> usize {
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter(|ls| ls.status.as_ref().and_then(|s| s.phase) == Some(phase))
+        .count()
+}
+
+async fn wait_for(api: &Api<LearnerSpace>, phase: Phase, count: usize) {
+    while count_phase(api, phase).await < count {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn writes_except_leases(counts: &BTreeMap<String, usize>) -> usize {
+    counts
+        .iter()
+        .filter(|(resource, _)| resource.as_str() != "leases")
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let learners = if quick { 10 } else { env_or("LEARNERS", 1000) };
+    let cached = if quick { 20 } else { env_or("CACHED", 10_000) };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let Some(bed) = testbed::start().await else { return };
+        let Some(audit) = bed.audit_log_path() else {
+            return testbed::skip("needs the local test bed's audit log");
+        };
+        let _ = audit;
+        let admin = bed.client().await;
+        bed.ensure_namespace(NAMESPACE).await;
+        let crd: serde_json::Value = devenv_manager::yaml::from_yaml_stream(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml")).expect("CRD"),
+        )
+        .expect("CRD YAML")
+        .remove(0);
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(admin.clone());
+        crds.create(&PostParams::default(), &serde_json::from_value(crd).expect("CRD type"))
+            .await
+            .expect("CRD");
+        let identity = bed.cluster_admin(NAMESPACE, "devenv-manager").await;
+        let api: Api<LearnerSpace> = Api::namespaced(admin.clone(), NAMESPACE);
+        let objects = (0..learners).map(|i| learner_space(&format!("ls-{i:05}"), &format!("learner-{i:05}"))).collect();
+        create_all(&api, objects).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+
+        // First pass: every LearnerSpace from nothing to Ready.
+        let started = Instant::now();
+        let (operator, metrics) = start_operator(&identity.kubeconfig, dir.path());
+        wait_for(&api, Phase::Ready, learners).await;
+        let first_pass = started.elapsed();
+        let first = bed.writes_by_resource_settled(&identity.username).await;
+        let rss_after_first = rss_mib(operator.id());
+        stop(operator);
+
+        // Second pass: a restarted operator looks at every LearnerSpace again.
+        let (operator, metrics2) = start_operator(&identity.kubeconfig, dir.path());
+        while (metric(&metrics2, "operator_reconciles_total").await as usize) < learners {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let second = bed.writes_by_resource_settled(&identity.username).await;
+        let _ = metrics;
+
+        // The cache at scale: more LearnerSpaces (duplicates of learner 0, so
+        // each costs one status write instead of a namespace) up to CACHED.
+        let extra = cached.saturating_sub(learners);
+        let objects = (0..extra).map(|i| learner_space(&format!("dup-{i:05}"), "learner-00000")).collect();
+        create_all(&api, objects).await;
+        wait_for(&api, Phase::Failed, extra).await;
+        let rss_cached = rss_mib(operator.id());
+        stop(operator);
+
+        let total_first = writes_except_leases(&first);
+        let second_only = writes_except_leases(&second) - total_first;
+        println!("operator benchmark: {learners} LearnerSpaces on a real kube-apiserver (2 cores, same machine)");
+        println!("  first pass           {:.1} s, {:.1} ms per LearnerSpace", first_pass.as_secs_f64(), first_pass.as_secs_f64() * 1e3 / learners as f64);
+        println!("  writes, first pass   {:.2} per LearnerSpace (leases excluded)", total_first as f64 / learners as f64);
+        for (resource, count) in &first {
+            println!("    {resource:<28} {:.2}", *count as f64 / learners as f64);
+        }
+        println!("  writes, second pass  {second_only} in all (restarted operator, {learners} reconciles)");
+        for (resource, count) in &second {
+            let delta = count - first.get(resource).copied().unwrap_or(0);
+            if delta > 0 && resource != "leases" {
+                println!("    {resource:<28} {delta}");
+            }
+        }
+        println!("  RSS                  {rss_after_first:.1} MiB with {learners} LearnerSpaces and their {} objects cached", learners * 12);
+        println!("  RSS                  {rss_cached:.1} MiB with {cached} LearnerSpaces cached");
+        if std::env::var_os("KEEP_LOGS").is_some() {
+            println!("  operator logs in     {}", dir.keep().display());
+        }
+        drop(bed);
+    });
+}
