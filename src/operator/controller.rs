@@ -99,6 +99,12 @@ pub async fn run(
     let shutdown = stop.clone();
     info!(namespace = %operator_ns, "LearnerSpace operator running");
     controller
+        // Applying a LearnerSpace's objects sends a dozen watch events back;
+        // coalescing them lets every cache catch up before the next look, so
+        // that look finds nothing to write.
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+        )
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
