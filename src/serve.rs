@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::metrics::{ListenerLabel, Metrics};
 use crate::probes::{self, Health, State};
@@ -25,6 +26,7 @@ pub const SERVICE_NAMESPACE: &str = "devenv-system";
 /// A started server: the addresses it actually listens on (useful with port 0).
 pub struct Running {
     pub webhook_addr: SocketAddr,
+    pub api_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
@@ -76,7 +78,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Binds every listener and starts every part; returns once they are serving.
+/// The cluster parts connect in the background (`kube::Config::infer`).
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with_cluster(config, shutdown, cluster::Source::Infer).await
+}
+
+/// [`start`], with the Kubernetes configuration given (tests pass a test bed's).
+pub async fn start_with_cluster(
+    config: Config,
+    shutdown: CancellationToken,
+    cluster: cluster::Source,
+) -> anyhow::Result<Running> {
     tls::install_crypto_provider();
     let metrics = Metrics::new();
     let health = Health::new();
@@ -126,10 +138,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         State::Ready,
         format!("listening on {webhook_addr}"),
     );
-    info!(%webhook_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
+
+    // The pod API: listening now, serving pods once the cluster is reached.
+    let cluster = Cluster::connect(cluster, shutdown.clone());
+    ensure_certificates(&config.api.cert_dir)?;
+    let api_addr = {
+        let metrics = metrics.clone();
+        crate::api::spawn(
+            &config,
+            cluster,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+            &mut tasks,
+            move |r: &ReloadingResolver| record_expiry(&metrics, "api", r),
+        )
+        .await?
+    };
+    info!(%webhook_addr, %api_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
 
     Ok(Running {
         webhook_addr,
+        api_addr,
         metrics_addr,
         health,
         metrics,
