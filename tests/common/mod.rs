@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
 use devenv_manager::serve::{self, Running};
 use tokio_util::sync::CancellationToken;
 
 pub struct Server {
     pub webhook: SocketAddr,
+    pub api: SocketAddr,
     pub metrics: SocketAddr,
     pub cert_dir: PathBuf,
     pub shutdown: CancellationToken,
@@ -24,7 +26,12 @@ impl Server {
         Self::start_with(Config::default()).await
     }
 
-    pub async fn start_with(mut config: Config) -> Server {
+    pub async fn start_with(config: Config) -> Server {
+        Self::start_with_cluster(config, Source::Infer).await
+    }
+
+    /// Like [`Server::start_with`], with the pod API's cluster given.
+    pub async fn start_with_cluster(mut config: Config, cluster: Source) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert_dir = dir.path().join("certs");
         config.webhook.bind = "127.0.0.1:0".parse().unwrap();
@@ -33,11 +40,12 @@ impl Server {
         config.webhook.cert_dir = cert_dir.clone();
         config.api.cert_dir = cert_dir.clone();
         let shutdown = CancellationToken::new();
-        let running = serve::start(config, shutdown.clone())
+        let running = serve::start_with_cluster(config, shutdown.clone(), cluster)
             .await
             .expect("server starts");
         Server {
             webhook: running.webhook_addr,
+            api: running.api_addr,
             metrics: running.metrics_addr,
             cert_dir,
             shutdown,
@@ -48,6 +56,10 @@ impl Server {
 
     pub fn webhook_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.webhook.port())
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.api.port())
     }
 
     pub fn client(&self) -> reqwest::Client {
