@@ -355,8 +355,10 @@ async fn answers_are_not_kept_past_the_tokens_expiry() {
 
 #[test]
 fn usernames_every_reserved_and_malformed_case() {
-    let mut c = DevenvConfig::default();
-    c.namespaces = vec!["devenv".into(), "sandbox".into()];
+    let c = DevenvConfig {
+        namespaces: vec!["devenv".into(), "sandbox".into()],
+        ..DevenvConfig::default()
+    };
     fn owned(parsed: Option<(&str, &str)>) -> Option<(String, String)> {
         parsed.map(|(ns, d)| (ns.to_string(), d.to_string()))
     }
