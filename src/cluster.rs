@@ -23,6 +23,10 @@ pub enum Source {
     Infer,
     /// A given configuration (tests pass the test bed's).
     Config(Box<kube::Config>),
+    /// Never connect: the cluster parts wait until shutdown. For tests of the
+    /// webhook alone, which must not reach whatever cluster the machine's
+    /// kubeconfig names.
+    Never,
 }
 
 /// First and longest wait between connection attempts.
@@ -43,6 +47,12 @@ impl Cluster {
     pub fn connect(source: Source, shutdown: CancellationToken) -> Cluster {
         let (sender, client) = watch::channel(None);
         tokio::spawn(async move {
+            if matches!(source, Source::Never) {
+                // Holding the sender keeps the waiters waiting (not failing).
+                shutdown.cancelled().await;
+                drop(sender);
+                return;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 client = connect_with_retries(source) => {
@@ -93,6 +103,7 @@ async fn try_connect(source: &Source) -> Result<(Client, String), String> {
     let config = match source {
         Source::Config(config) => (**config).clone(),
         Source::Infer => kube::Config::infer().await.map_err(|e| e.to_string())?,
+        Source::Never => return Err("connecting is disabled".to_string()),
     };
     let client = Client::try_from(config).map_err(|e| e.to_string())?;
     match tokio::time::timeout(CHECK_TIMEOUT, client.apiserver_version()).await {

@@ -26,8 +26,10 @@ impl Server {
         Self::start_with(Config::default()).await
     }
 
+    /// Never connects to a cluster: tests of the webhook alone must not reach
+    /// whatever cluster this machine's kubeconfig names.
     pub async fn start_with(config: Config) -> Server {
-        Self::start_with_cluster(config, Source::Infer).await
+        Self::start_with_cluster(config, Source::Never).await
     }
 
     /// Like [`Server::start_with`], with the pod API's cluster given.
