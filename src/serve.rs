@@ -142,19 +142,17 @@ pub async fn start_with_cluster(
     // The pod API: listening now, serving pods once the cluster is reached.
     let cluster = Cluster::connect(cluster, shutdown.clone());
     ensure_certificates(&config.api.cert_dir)?;
-    let api_addr = {
-        let metrics = metrics.clone();
-        crate::api::spawn(
-            &config,
-            cluster,
-            metrics.clone(),
-            health.clone(),
-            shutdown.clone(),
-            &mut tasks,
-            move |r: &ReloadingResolver| record_expiry(&metrics, "api", r),
-        )
-        .await?
-    };
+    let expiry_metrics = metrics.clone();
+    let api_addr = crate::api::spawn(
+        &config,
+        cluster,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+        &mut tasks,
+        move |r: &ReloadingResolver| record_expiry(&expiry_metrics, "api", r),
+    )
+    .await?;
     info!(%webhook_addr, %api_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
 
     Ok(Running {
