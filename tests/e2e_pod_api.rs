@@ -174,6 +174,13 @@ impl Fixture {
 
     async fn stop(self) {
         self.server.stop().await;
+        // The one cluster-scoped object a fixture makes (matters on a real cluster).
+        let _ = Api::<ClusterRoleBinding>::all(self.admin.clone())
+            .delete(
+                &format!("e2e-{}-manager", self.ns),
+                &DeleteParams::default(),
+            )
+            .await;
         self.bed.delete_namespace(&self.ns).await;
     }
 }
