@@ -31,7 +31,7 @@ pub enum ConfigError {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
     pub webhook: TlsListener,
-    pub api: TlsListener,
+    pub api: ApiConfig,
     pub metrics: PlainListener,
     pub log_level: String,
     pub devenv: DevenvConfig,
@@ -44,6 +44,28 @@ pub struct TlsListener {
     pub bind: SocketAddr,
     #[serde(default = "default_cert_dir")]
     pub cert_dir: PathBuf,
+}
+
+/// The pod API's listener and its protection limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    #[serde(default = "default_cert_dir")]
+    pub cert_dir: PathBuf,
+    /// Sustained requests per second one developer may make (token bucket).
+    #[serde(default = "default_developer_rps")]
+    pub developer_requests_per_second: f64,
+    /// Requests one developer may make in a burst above the sustained rate.
+    #[serde(default = "default_developer_burst")]
+    pub developer_burst: u32,
+    /// Failed authentications per minute allowed from one client address;
+    /// past it, unknown tokens from that address are refused without a
+    /// TokenReview, so junk tokens cannot flood the API server.
+    #[serde(default = "default_failed_auths_per_minute")]
+    pub failed_auths_per_minute: f64,
+    #[serde(default = "default_failed_auth_burst")]
+    pub failed_auth_burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +128,22 @@ fn default_object_count() -> i64 {
     100
 }
 
+fn default_developer_rps() -> f64 {
+    20.0
+}
+
+fn default_developer_burst() -> u32 {
+    40
+}
+
+fn default_failed_auths_per_minute() -> f64 {
+    30.0
+}
+
+fn default_failed_auth_burst() -> u32 {
+    10
+}
+
 fn listen(addr: &str) -> SocketAddr {
     // Constant, well-formed literals: parsing cannot fail.
     addr.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -118,9 +156,13 @@ impl Default for Config {
                 bind: listen("0.0.0.0:8443"),
                 cert_dir: default_cert_dir(),
             },
-            api: TlsListener {
+            api: ApiConfig {
                 bind: listen("0.0.0.0:8080"),
                 cert_dir: default_cert_dir(),
+                developer_requests_per_second: default_developer_rps(),
+                developer_burst: default_developer_burst(),
+                failed_auths_per_minute: default_failed_auths_per_minute(),
+                failed_auth_burst: default_failed_auth_burst(),
             },
             metrics: PlainListener {
                 bind: listen("0.0.0.0:9090"),
@@ -340,6 +382,26 @@ impl Config {
                 "must not be empty".into(),
             ));
         }
+        let api = &self.api;
+        for (key, rate) in [
+            (
+                "api.developerRequestsPerSecond",
+                api.developer_requests_per_second,
+            ),
+            ("api.failedAuthsPerMinute", api.failed_auths_per_minute),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(invalid(key, format!("{rate} must be a positive number")));
+            }
+        }
+        for (key, burst) in [
+            ("api.developerBurst", api.developer_burst),
+            ("api.failedAuthBurst", api.failed_auth_burst),
+        ] {
+            if burst == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         if let Err(e) = crate::names::check_dns1123_label(&self.operator.namespace) {
             return Err(invalid("operator.namespace", e));
         }
@@ -430,6 +492,16 @@ mod tests {
     }
 
     #[test]
+    fn api_limits_have_defaults_and_can_be_set() {
+        let c = Config::from_yaml("api:\n  bind: 127.0.0.1:8080\n  developerBurst: 5\n").unwrap();
+        assert_eq!(c.api.developer_burst, 5);
+        assert_eq!(c.api.developer_requests_per_second, 20.0);
+        assert_eq!(c.api.failed_auth_burst, 10);
+        assert_eq!(c.api.cert_dir, PathBuf::from("certs"));
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn bad_value_names_the_key() {
         let err = Config::from_yaml("webhook:\n  bind: not-an-address\n").unwrap_err();
         assert!(err.starts_with("webhook.bind:"), "{err}");
@@ -462,6 +534,15 @@ mod tests {
                 .to_string()
                 .contains("tokenExpirationSeconds")
         );
+
+        let mut c = Config::default();
+        c.api.developer_requests_per_second = 0.0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("api.developerRequestsPerSecond:"), "{err}");
+        let mut c = Config::default();
+        c.api.failed_auth_burst = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("api.failedAuthBurst:"), "{err}");
     }
 
     #[test]

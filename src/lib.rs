@@ -9,10 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod crd;
+pub mod devenv_cli;
 pub mod k8s;
 pub mod metrics;
 pub mod names;

@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client), registered once and shared.
-//! Label values are bounded: webhook names, booleans, listener names.
+//! Label values are bounded: webhook names, booleans, listener names, pod API
+//! route templates and HTTP status codes.
 
 use std::sync::Arc;
 
@@ -26,6 +27,19 @@ pub struct ListenerLabel {
     pub listener: &'static str,
 }
 
+/// A pod API route template (`GET /api/v1/pods/{namespace}/{name}`), never
+/// the concrete path, and the status code answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub route: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: &'static str,
@@ -36,22 +50,29 @@ pub struct CategoryLabel {
     pub category: &'static str,
 }
 
+/// From a tenth of a second to ten minutes: how long a learner waits.
+const SLOW_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0];
+
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
-    pub admission_requests: Family<AdmissionLabels, Counter>,
-    pub admission_duration: Family<WebhookLabel, Histogram>,
-    pub tls_expiry: Family<ListenerLabel, Gauge>,
     pub learner_namespaces: Counter,
     pub namespace_creation: Histogram,
     pub namespace_deletion: Histogram,
     pub learner_spaces_by_phase: Family<PhaseLabel, Gauge>,
     pub reconcile_errors: Family<CategoryLabel, Counter>,
     pub reconciles: Counter,
+    registry: Registry,
+    pub admission_requests: Family<AdmissionLabels, Counter>,
+    pub admission_duration: Family<WebhookLabel, Histogram>,
+    pub tls_expiry: Family<ListenerLabel, Gauge>,
+    pub api_requests: Family<ApiLabels, Counter>,
+    pub api_duration: Family<RouteLabel, Histogram>,
+    /// Authentications answered from the token cache (or by joining a
+    /// TokenReview already in flight for the same token).
+    pub tokenreview_cache_hits: Counter,
+    /// TokenReviews sent to the API server.
+    pub tokenreview_requests: Counter,
 }
-
-/// From a second to ten minutes: how long a learner waits for a namespace.
-const SLOW_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0];
 
 /// Buckets for sub-millisecond work up to the API server's webhook timeout.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -80,6 +101,32 @@ impl Metrics {
             "tls_certificate_expiry_timestamp_seconds",
             "notAfter of the serving certificate, per listener",
             tls_expiry.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Pod API requests answered, by route template and status code",
+            api_requests.clone(),
+        );
+        let api_duration = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        registry.register(
+            "api_request_duration_seconds",
+            "Time to answer a pod API request, by route template",
+            api_duration.clone(),
+        );
+        let tokenreview_cache_hits = Counter::default();
+        registry.register(
+            "tokenreview_cache_hits",
+            "Pod API authentications answered without a new TokenReview",
+            tokenreview_cache_hits.clone(),
+        );
+        let tokenreview_requests = Counter::default();
+        registry.register(
+            "tokenreview_requests",
+            "TokenReviews sent to the Kubernetes API server",
+            tokenreview_requests.clone(),
         );
         let learner_namespaces = Counter::default();
         registry.register(
@@ -118,16 +165,20 @@ impl Metrics {
             reconciles.clone(),
         );
         Arc::new(Metrics {
-            registry,
-            admission_requests,
-            admission_duration,
-            tls_expiry,
             learner_namespaces,
             namespace_creation,
             namespace_deletion,
             learner_spaces_by_phase,
             reconcile_errors,
             reconciles,
+            registry,
+            admission_requests,
+            admission_duration,
+            tls_expiry,
+            api_requests,
+            api_duration,
+            tokenreview_cache_hits,
+            tokenreview_requests,
         })
     }
 
@@ -138,6 +189,15 @@ impl Metrics {
             .inc();
         self.admission_duration
             .get_or_create(&WebhookLabel { webhook })
+            .observe(seconds);
+    }
+
+    pub fn record_api_request(&self, route: &'static str, code: u16, seconds: f64) {
+        self.api_requests
+            .get_or_create(&ApiLabels { route, code })
+            .inc();
+        self.api_duration
+            .get_or_create(&RouteLabel { route })
             .observe(seconds);
     }
 

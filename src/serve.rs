@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::metrics::{ListenerLabel, Metrics};
 use crate::probes::{self, Health, State};
@@ -25,6 +26,7 @@ pub const SERVICE_NAMESPACE: &str = "devenv-system";
 /// A started server: the addresses it actually listens on (useful with port 0).
 pub struct Running {
     pub webhook_addr: SocketAddr,
+    pub api_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
@@ -75,30 +77,29 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for the {what} on {addr}"))
 }
 
-/// Where the cluster-bound parts (operator, pod API) get their client.
-#[derive(Clone)]
-pub enum Cluster {
-    /// In-cluster configuration or kubeconfig, waiting until it answers.
-    Infer,
-    /// This client (tests), with this leader identity.
-    Client {
-        client: kube::Client,
-        identity: String,
-    },
-    /// Webhook and probes only.
-    Disabled,
-}
-
 /// Binds every listener and starts every part; returns once they are serving.
+/// The cluster parts connect in the background (`kube::Config::infer`).
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    start_with(config, Cluster::Infer, shutdown).await
+    start_with_cluster(config, shutdown, cluster::Source::Infer).await
 }
 
-/// [`start`], choosing where the cluster-bound parts get their client.
-pub async fn start_with(
+/// [`start`], with the Kubernetes configuration given (tests pass a test bed's).
+pub async fn start_with_cluster(
     config: Config,
-    cluster: Cluster,
     shutdown: CancellationToken,
+    cluster: cluster::Source,
+) -> anyhow::Result<Running> {
+    let identity = crate::operator::leader::identity();
+    start_with_identity(config, shutdown, cluster, identity).await
+}
+
+/// [`start_with_cluster`], naming this replica in the operator's leader
+/// election (tests run several in one process).
+pub async fn start_with_identity(
+    config: Config,
+    shutdown: CancellationToken,
+    cluster: cluster::Source,
+    operator_identity: String,
 ) -> anyhow::Result<Running> {
     tls::install_crypto_provider();
     let metrics = Metrics::new();
@@ -149,18 +150,35 @@ pub async fn start_with(
         State::Ready,
         format!("listening on {webhook_addr}"),
     );
-    spawn_cluster_parts(
+
+    // The pod API: listening now, serving pods once the cluster is reached.
+    let cluster = Cluster::connect(cluster, shutdown.clone());
+    ensure_certificates(&config.api.cert_dir)?;
+    let expiry_metrics = metrics.clone();
+    spawn_operator(
         &mut tasks,
-        cluster,
         &config,
+        cluster.clone(),
+        operator_identity,
         metrics.clone(),
         health.clone(),
         shutdown.clone(),
     );
-    info!(%webhook_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
+    let api_addr = crate::api::spawn(
+        &config,
+        cluster,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+        &mut tasks,
+        move |r: &ReloadingResolver| record_expiry(&expiry_metrics, "api", r),
+    )
+    .await?;
+    info!(%webhook_addr, %api_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
 
     Ok(Running {
         webhook_addr,
+        api_addr,
         metrics_addr,
         health,
         metrics,
@@ -169,37 +187,26 @@ pub async fn start_with(
     })
 }
 
-/// The parts that need an API server start once one answers; until then
-/// `/readyz` says they are waiting.
-fn spawn_cluster_parts(
+/// The operator starts once the cluster answers; until then `/readyz` says
+/// it is waiting (which does not hold the pod's readiness back).
+fn spawn_operator(
     tasks: &mut JoinSet<anyhow::Result<()>>,
-    cluster: Cluster,
     config: &Config,
+    cluster: Cluster,
+    identity: String,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let operator_config = config.operator.clone();
-    if matches!(cluster, Cluster::Disabled) {
-        return;
-    }
-    health.set("operator", State::Starting, "connecting to the cluster");
+    health.set(
+        "operator",
+        State::WaitingForCluster,
+        "waiting for a Kubernetes API server",
+    );
     tasks.spawn(async move {
-        let (client, identity) = match cluster {
-            Cluster::Client { client, identity } => (client, identity),
-            Cluster::Disabled => return Ok(()),
-            Cluster::Infer => {
-                let waiting = {
-                    let health = health.clone();
-                    move |reason: &str| {
-                        health.set("operator", State::WaitingForCluster, reason.to_string())
-                    }
-                };
-                match crate::cluster::wait_for_client(&shutdown, waiting).await {
-                    Some(client) => (client, crate::operator::leader::identity()),
-                    None => return Ok(()),
-                }
-            }
+        let Some(client) = cluster.client().await else {
+            return Ok(());
         };
         crate::operator::run(client, operator_config, metrics, health, identity, shutdown).await;
         Ok(())

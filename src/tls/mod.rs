@@ -12,7 +12,7 @@ pub use certs::{
     load_key, not_after,
 };
 pub use resolver::ReloadingResolver;
-pub use server::{ServeOptions, serve};
+pub use server::{PeerAddr, ServeOptions, serve};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -6,7 +6,9 @@
 //! connections; on shutdown it stops accepting and drains open connections.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,6 +22,37 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ReloadingResolver;
+
+/// The TCP peer of a connection, put in every request's extensions so that a
+/// service can tell clients apart (the pod API rate-limits failed
+/// authentications per address). Read it with `warp::ext::optional::<PeerAddr>()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Wraps a service to add [`PeerAddr`] to each request of one connection.
+#[derive(Debug, Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        self.inner.call(request)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -115,7 +148,10 @@ pub async fn serve<S, B>(
         }
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(service.clone());
+        let service = TowerToHyperService::new(WithPeer {
+            inner: service.clone(),
+            peer,
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let handshake_timeout = options.handshake_timeout;

@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
 use devenv_manager::serve::{self, Running};
 use tokio_util::sync::CancellationToken;
 
 pub struct Server {
     pub webhook: SocketAddr,
+    pub api: SocketAddr,
     pub metrics: SocketAddr,
     pub cert_dir: PathBuf,
     pub shutdown: CancellationToken,
@@ -24,11 +26,19 @@ impl Server {
         Self::start_with(Config::default()).await
     }
 
+    /// Never connects to a cluster: tests of the webhook alone must not reach
+    /// whatever cluster this machine's kubeconfig names.
     pub async fn start_with(config: Config) -> Server {
-        Self::start_in(config, serve::Cluster::Disabled).await
+        Self::start_with_cluster(config, Source::Never).await
     }
 
-    pub async fn start_in(mut config: Config, cluster: serve::Cluster) -> Server {
+    /// Like [`Server::start_with`], with the pod API's cluster given.
+    pub async fn start_with_cluster(config: Config, cluster: Source) -> Server {
+        Self::start_operator(config, cluster, "devenv-manager-test".to_string()).await
+    }
+
+    /// Like [`Server::start_with_cluster`], naming the operator replica.
+    pub async fn start_operator(mut config: Config, cluster: Source, identity: String) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert_dir = dir.path().join("certs");
         config.webhook.bind = "127.0.0.1:0".parse().unwrap();
@@ -37,11 +47,12 @@ impl Server {
         config.webhook.cert_dir = cert_dir.clone();
         config.api.cert_dir = cert_dir.clone();
         let shutdown = CancellationToken::new();
-        let running = serve::start_with(config, cluster, shutdown.clone())
+        let running = serve::start_with_identity(config, shutdown.clone(), cluster, identity)
             .await
             .expect("server starts");
         Server {
             webhook: running.webhook_addr,
+            api: running.api_addr,
             metrics: running.metrics_addr,
             cert_dir,
             shutdown,
@@ -52,6 +63,10 @@ impl Server {
 
     pub fn webhook_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.webhook.port())
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.api.port())
     }
 
     pub fn client(&self) -> reqwest::Client {
@@ -92,7 +107,6 @@ pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
-
 /// Applies `deploy/crd.yaml` (once per API server) and waits until it is
 /// Established; returns the LearnerSpace resource for dynamic APIs.
 pub async fn install_crd(client: kube::Client) -> kube::discovery::ApiResource {

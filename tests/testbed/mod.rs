@@ -94,6 +94,8 @@ exit "$status""#;
 /// A service-account identity for a component under test.
 pub struct Identity {
     pub client: Client,
+    /// The same identity as a client configuration.
+    pub config: kube::Config,
     pub username: String,
     pub kubeconfig: PathBuf,
 }
@@ -620,7 +622,13 @@ impl TestBed {
             serde_json::to_vec(&kubeconfig).expect("kubeconfig JSON"),
         )
         .expect("writing kubeconfig");
+        let mut config = self.kube_config();
+        config.auth_info = AuthInfo {
+            token: Some(token.clone().into()),
+            ..AuthInfo::default()
+        };
         Identity {
+            config,
             client: self.client_with_token(&token).await,
             username: format!("system:serviceaccount:{ns}:{name}"),
             kubeconfig: path,

@@ -1,0 +1,257 @@
+//! The authenticated pod API (HTTPS, `api.bind`): developers list, inspect and
+//! delete their own pods.
+//!
+//! - [`routes`]: the HTTP edge (one warp filter, routing, access log, metrics);
+//! - [`auth`]: bearer token, TokenReview, [`token_cache`], failed-auth limit;
+//! - [`pods`]: the ownership rule, the watch cache, deletion with preconditions;
+//! - [`view`]: what is shown of a pod (shared with the `devenv` CLI);
+//! - [`error`]: the one error type and its one mapping to HTTP;
+//! - [`ca_publisher`]: the `devenv-manager-ca` ConfigMaps;
+//! - [`rate_limit`], [`version`], [`openapi`].
+//!
+//! The listener starts with `serve` whether or not a cluster is reachable:
+//! health, version and the OpenAPI document always answer, and the pod routes
+//! answer 503 until the API server has been reached and the pod cache filled.
+
+pub mod auth;
+pub mod ca_publisher;
+pub mod error;
+pub mod openapi;
+pub mod pods;
+pub mod rate_limit;
+pub mod routes;
+pub mod token_cache;
+pub mod version;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use warp::http::{HeaderValue, StatusCode, header};
+
+use crate::cluster::Cluster;
+use crate::config::{Config, DevenvConfig};
+use crate::k8s::Client;
+use crate::metrics::Metrics;
+use crate::probes::{Health, State};
+use crate::tls::{self, ReloadingResolver, ServeOptions};
+use auth::{Authenticator, KubeTokenReviewer};
+use error::ApiError;
+use pods::PodCache;
+use rate_limit::RateLimiter;
+
+/// The part's name in `/readyz`.
+pub const HEALTH_PART: &str = "pod-api";
+
+/// State shared by every request.
+pub struct PodApi {
+    devenv: Arc<DevenvConfig>,
+    authenticator: Authenticator,
+    developer_limit: RateLimiter<String>,
+    metrics: Arc<Metrics>,
+    /// Set once the API server has been reached.
+    backend: OnceLock<Backend>,
+}
+
+/// What the pod routes need of the cluster.
+pub struct Backend {
+    pub client: Client,
+    pub pods: PodCache,
+    pub reviewer: KubeTokenReviewer,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthInfo {
+    pub status: &'static str,
+    pub cluster: &'static str,
+    pub pod_cache: &'static str,
+}
+
+impl PodApi {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Arc<PodApi> {
+        let devenv = Arc::new(config.devenv.clone());
+        Arc::new(PodApi {
+            authenticator: Authenticator::new(devenv.clone(), &config.api, metrics.clone()),
+            developer_limit: RateLimiter::new(
+                config.api.developer_requests_per_second,
+                config.api.developer_burst,
+            ),
+            devenv,
+            metrics,
+            backend: OnceLock::new(),
+        })
+    }
+
+    /// Connects the routes to a cluster. Only the first call has an effect.
+    pub fn attach(&self, client: Client, pods: PodCache) {
+        let reviewer = KubeTokenReviewer::new(client.clone(), &self.devenv.audience);
+        let _ = self.backend.set(Backend {
+            client,
+            pods,
+            reviewer,
+        });
+    }
+
+    fn backend(&self) -> Result<&Backend, ApiError> {
+        self.backend.get().ok_or_else(|| {
+            ApiError::Unavailable(
+                "the manager has not reached the Kubernetes API server yet; the pod API is waiting for a cluster"
+                    .to_string(),
+            )
+        })
+    }
+
+    fn health(&self) -> HealthInfo {
+        let backend = self.backend.get();
+        HealthInfo {
+            status: "ok",
+            cluster: if backend.is_some() {
+                "connected"
+            } else {
+                "waiting"
+            },
+            pod_cache: if backend.is_some_and(|b| b.pods.is_synced()) {
+                "synced"
+            } else {
+                "syncing"
+            },
+        }
+    }
+}
+
+/// A JSON response; serializing our own plain types cannot fail, but if it
+/// did the client gets a 500 rather than a panic.
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
+    let (status, bytes) = match serde_json::to_vec(body) {
+        Ok(bytes) => (status, bytes),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                r#"{{"error":{{"code":500,"reason":"InternalError","message":"cannot encode the response: {}"}}}}"#,
+                e.to_string().replace(['"', '\\'], "'")
+            )
+            .into_bytes(),
+        ),
+    };
+    let mut response = warp::reply::Response::new(bytes.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Binds the pod API listener (so a taken port fails `serve` at once) and
+/// starts, in `tasks`: the HTTPS server, and the part that waits for the
+/// cluster and then runs the pod cache and the CA publisher. Returns the bound
+/// address.
+pub async fn spawn(
+    config: &Config,
+    cluster: Cluster,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    on_reload: impl Fn(&ReloadingResolver) + Send + Sync + 'static,
+) -> anyhow::Result<SocketAddr> {
+    let resolver = Arc::new(
+        ReloadingResolver::new(&config.api.cert_dir).with_context(|| {
+            format!(
+                "pod API serving certificate in {}",
+                config.api.cert_dir.display()
+            )
+        })?,
+    );
+    let listener = TcpListener::bind(config.api.bind)
+        .await
+        .with_context(|| format!("cannot listen for the pod API on {}", config.api.bind))?;
+    let addr = listener.local_addr()?;
+    let api = PodApi::new(config, metrics);
+    health.set(
+        HEALTH_PART,
+        State::WaitingForCluster,
+        "waiting for a Kubernetes API server",
+    );
+
+    {
+        let (api, shutdown) = (api.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tls::serve(
+                listener,
+                resolver,
+                warp::service(routes::routes(api)),
+                ServeOptions::new("api"),
+                shutdown,
+                on_reload,
+            )
+            .await;
+            Ok(())
+        });
+    }
+    let namespaces = config.devenv.namespaces.clone();
+    let cert_dir = config.api.cert_dir.clone();
+    tasks.spawn(async move {
+        let client = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            client = cluster.client() => client,
+        };
+        let Some(client) = client else {
+            return Ok(());
+        };
+        run_backend(api, client, namespaces, cert_dir, health, shutdown).await;
+        Ok(())
+    });
+    Ok(addr)
+}
+
+/// Runs the pod cache and the CA publisher until shutdown, keeping `/readyz`
+/// honest about the cache.
+async fn run_backend(
+    api: Arc<PodApi>,
+    client: Client,
+    namespaces: Vec<String>,
+    cert_dir: PathBuf,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    let (pods, fill_cache) = PodCache::start(&client, &namespaces);
+    api.attach(client.clone(), pods.clone());
+    let publish_ca = ca_publisher::run(client, namespaces, cert_dir, shutdown.clone());
+    let report = async {
+        // Waiting (not Starting) while the cache syncs or reconnects: the
+        // webhook shares this pod and must not lose its readiness to a
+        // missing RBAC rule or an API server outage.
+        let mut last = None;
+        loop {
+            let synced = pods.is_synced();
+            if last != Some(synced) {
+                if synced {
+                    health.set(HEALTH_PART, State::Ready, "pod cache in sync");
+                } else {
+                    health.set(
+                        HEALTH_PART,
+                        State::WaitingForCluster,
+                        "pod cache syncing with the Kubernetes API server",
+                    );
+                }
+                last = Some(synced);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = fill_cache => {}
+        _ = publish_ca => {}
+        _ = report => {}
+    }
+}

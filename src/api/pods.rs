@@ -1,0 +1,384 @@
+//! Which pods are a developer's (a pure rule), the watch cache they are read
+//! from, and deletion with preconditions.
+//!
+//! Reads never call the API server: one reflector per devenv namespace keeps
+//! the pods carrying a `developer` label in memory (as kube-rs' version-rs
+//! serves from a `Store`). One watch per namespace, not one cluster-wide, so the
+//! manager needs pod access only where devenv pods run.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use tracing::{info, warn};
+
+use super::error::ApiError;
+use super::view::DEVELOPER_LABEL;
+use crate::config::DevenvConfig;
+use crate::k8s::{Client, Pod, ResourceExt};
+use crate::names::developer_from_service_account;
+
+/// How long a delete may wait for the API server.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `pod` is `developer`'s: in a devenv namespace, labelled
+/// `developer={developer}`, and not running as another developer's
+/// `devenv-{other}` service account (whatever its label says: a pod runs with
+/// the powers of its service account, so that is whose it really is).
+pub fn is_developers_pod(config: &DevenvConfig, pod: &Pod, developer: &str) -> bool {
+    let in_devenv_namespace = pod
+        .metadata
+        .namespace
+        .as_ref()
+        .is_some_and(|ns| config.namespaces.contains(ns));
+    let labelled = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DEVELOPER_LABEL))
+        .is_some_and(|d| d == developer);
+    let spec = pod.spec.as_ref();
+    // `serviceAccount` is the deprecated alias the API server still accepts.
+    let runs_as_someone_else = [
+        spec.and_then(|s| s.service_account_name.as_deref()),
+        spec.and_then(|s| s.service_account.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|sa| developer_from_service_account(config, sa))
+    .any(|owner| owner != developer);
+    in_devenv_namespace && labelled && !runs_as_someone_else
+}
+
+/// Sync state of one namespace's watch, read by every request.
+#[derive(Debug, Default)]
+struct WatchState {
+    /// The initial list has completed at least once.
+    synced: AtomicBool,
+    /// The last thing the watch produced was an event, not an error.
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct NamespaceCache {
+    namespace: String,
+    store: Store<Pod>,
+    state: Arc<WatchState>,
+}
+
+/// The pods of every devenv namespace that carry a `developer` label.
+#[derive(Debug, Clone)]
+pub struct PodCache {
+    namespaces: Vec<NamespaceCache>,
+}
+
+impl PodCache {
+    /// The cache, and the future that fills it (run it until shutdown).
+    pub fn start(
+        client: &Client,
+        namespaces: &[String],
+    ) -> (
+        PodCache,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let mut caches = Vec::new();
+        let mut streams = Vec::new();
+        for namespace in namespaces {
+            let (store, writer) = reflector::store();
+            let state = Arc::new(WatchState::default());
+            let api = Api::<Pod>::namespaced(client.clone(), namespace);
+            let config = watcher::Config::default().labels(DEVELOPER_LABEL);
+            let stream = reflector(
+                writer,
+                // Managed fields are most of a pod's bytes and never shown.
+                watcher(api, config)
+                    .default_backoff()
+                    .modify(|pod| pod.managed_fields_mut().clear()),
+            );
+            let (label, watched) = (namespace.clone(), state.clone());
+            streams.push(stream.map(move |event| (label.clone(), watched.clone(), event)));
+            caches.push(NamespaceCache {
+                namespace: namespace.clone(),
+                store,
+                state,
+            });
+        }
+        let driver = async move {
+            let mut events = futures::stream::select_all(streams.into_iter().map(Box::pin));
+            while let Some((namespace, state, event)) = events.next().await {
+                record(&namespace, &state, event.map_err(|e| e.to_string()));
+            }
+        };
+        (PodCache { namespaces: caches }, driver)
+    }
+
+    /// Whether every namespace has been listed and its watch is connected.
+    pub fn is_synced(&self) -> bool {
+        self.namespaces.iter().all(|n| n.readiness().is_ok())
+    }
+
+    /// Every cached pod of `namespace` (or of every devenv namespace)
+    /// matching `keep`; 503 while a needed watch is not in sync.
+    pub fn list(
+        &self,
+        namespace: Option<&str>,
+        keep: impl Fn(&Pod) -> bool,
+    ) -> Result<Vec<Arc<Pod>>, ApiError> {
+        let mut pods = Vec::new();
+        for cache in self
+            .namespaces
+            .iter()
+            .filter(|c| namespace.is_none_or(|ns| ns == c.namespace))
+        {
+            cache.readiness()?;
+            pods.extend(cache.store.state_filter(|p| keep(p)));
+        }
+        pods.sort_by(|a, b| {
+            (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
+                .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
+        });
+        Ok(pods)
+    }
+
+    /// One cached pod; `Ok(None)` when it is not there (or the namespace is
+    /// not a devenv namespace).
+    pub fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<Pod>>, ApiError> {
+        let Some(cache) = self.namespaces.iter().find(|c| c.namespace == namespace) else {
+            return Ok(None);
+        };
+        cache.readiness()?;
+        Ok(cache
+            .store
+            .get(&ObjectRef::<Pod>::new(name).within(namespace)))
+    }
+}
+
+impl NamespaceCache {
+    fn readiness(&self) -> Result<(), ApiError> {
+        if !self.state.connected.load(Ordering::Acquire) {
+            let reason = self
+                .state
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(ApiError::Unavailable(match reason {
+                Some(reason) => format!(
+                    "the Kubernetes API server is unreachable (watching pods in {}: {reason}); try again shortly",
+                    self.namespace
+                ),
+                None => format!(
+                    "the pod cache for namespace {} is still loading from the Kubernetes API server; try again shortly",
+                    self.namespace
+                ),
+            }));
+        }
+        if !self.state.synced.load(Ordering::Acquire) {
+            return Err(ApiError::Unavailable(format!(
+                "the pod cache for namespace {} is still loading from the Kubernetes API server; try again shortly",
+                self.namespace
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Updates a namespace's sync state from one watch event, logging only the
+/// transitions (a watch retrying every few seconds must not flood the log).
+fn record(namespace: &str, state: &WatchState, event: Result<watcher::Event<Pod>, String>) {
+    match event {
+        Ok(event) => {
+            if matches!(event, watcher::Event::InitDone) {
+                state.synced.store(true, Ordering::Release);
+            }
+            // A relist after an error starts with `Init`: connected again, but
+            // not in sync until `InitDone` (the store swaps in the new list then).
+            let was_connected = state.connected.swap(true, Ordering::AcqRel);
+            if !was_connected
+                && state
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .is_some()
+            {
+                info!(namespace, "pod watch reconnected");
+            }
+        }
+        Err(error) => {
+            let was_connected = state.connected.swap(false, Ordering::AcqRel);
+            if was_connected || !state.synced.load(Ordering::Acquire) {
+                warn!(namespace, %error, "pod watch failed; the pod API answers 503 until it recovers");
+            }
+            *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        }
+    }
+}
+
+/// What a successful delete did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// The pod is gone (HTTP 200).
+    Gone,
+    /// Graceful deletion has started (HTTP 202).
+    Terminating,
+}
+
+/// Deletes `pod` (as read from the cache) for `developer`, with the uid and
+/// resourceVersion read as preconditions: if the pod changed in between
+/// (relabelled, replaced, or updated), the API server refuses. Then the pod is
+/// read afresh: if it is still the developer's, the delete is retried once with
+/// the new preconditions; if not, the answer is 404 and nothing is deleted.
+pub async fn delete_developers_pod(
+    client: &Client,
+    config: &DevenvConfig,
+    developer: &str,
+    pod: &Pod,
+) -> Result<Deleted, ApiError> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let not_found = || ApiError::PodNotFound {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let api = Api::<Pod>::namespaced(client.clone(), &namespace);
+    match delete_exactly(&api, pod).await {
+        Err(DeleteError::Conflict) => {}
+        Err(DeleteError::NotFound) => return Err(not_found()),
+        Err(DeleteError::Api(e)) => return Err(e),
+        Ok(deleted) => return Ok(deleted),
+    }
+    let fresh = match with_timeout(api.get_opt(&name)).await? {
+        Some(fresh) if is_developers_pod(config, &fresh, developer) => fresh,
+        _ => return Err(not_found()),
+    };
+    match delete_exactly(&api, &fresh).await {
+        Ok(deleted) => Ok(deleted),
+        Err(DeleteError::NotFound) => Err(not_found()),
+        Err(DeleteError::Conflict) => Err(ApiError::Conflict(format!(
+            "pod {namespace}/{name} kept changing while it was being deleted; it was not deleted, try again"
+        ))),
+        Err(DeleteError::Api(e)) => Err(e),
+    }
+}
+
+enum DeleteError {
+    Conflict,
+    NotFound,
+    Api(ApiError),
+}
+
+/// One delete of exactly this version of the pod.
+async fn delete_exactly(api: &Api<Pod>, pod: &Pod) -> Result<Deleted, DeleteError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: pod.resource_version(),
+        }),
+        ..DeleteParams::default()
+    };
+    let deleted = tokio::time::timeout(DELETE_TIMEOUT, api.delete(&pod.name_any(), &params)).await;
+    match deleted {
+        // The pod back (Left) means graceful deletion has started; a Status
+        // (Right) means it is gone.
+        Ok(Ok(either)) if either.is_left() => Ok(Deleted::Terminating),
+        Ok(Ok(_)) => Ok(Deleted::Gone),
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(DeleteError::Conflict),
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(DeleteError::NotFound),
+        Ok(Err(e)) => Err(DeleteError::Api(upstream_error("delete the pod", e))),
+        Err(_) => Err(DeleteError::Api(ApiError::Unavailable(format!(
+            "the Kubernetes API server did not answer the delete within {DELETE_TIMEOUT:?}"
+        )))),
+    }
+}
+
+async fn with_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(DELETE_TIMEOUT, call).await {
+        Ok(result) => result.map_err(|e| upstream_error("read the pod", e)),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "the Kubernetes API server did not answer within {DELETE_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// A failed call to the API server, as the pod API reports it: always 503
+/// (the request was fine; the manager could not carry it out), with what the
+/// API server said.
+pub fn upstream_error(what: &str, error: kube::Error) -> ApiError {
+    match error {
+        kube::Error::Api(status) => ApiError::Unavailable(format!(
+            "the Kubernetes API server refused to {what}: {} ({})",
+            status.message, status.code
+        )),
+        other => ApiError::Unavailable(format!(
+            "the Kubernetes API server is unreachable (could not {what}): {other}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(namespace: &str, label: Option<&str>, sa: Option<&str>) -> Pod {
+        let mut json = serde_json::json!({
+            "metadata": {"name": "p", "namespace": namespace},
+            "spec": {"containers": [{"name": "c"}]}
+        });
+        if let Some(label) = label {
+            json["metadata"]["labels"] = serde_json::json!({ "developer": label });
+        }
+        if let Some(sa) = sa {
+            json["spec"]["serviceAccountName"] = sa.into();
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn ownership_rule() {
+        let c = DevenvConfig::default();
+        let mine = |p: &Pod| is_developers_pod(&c, p, "alice");
+        // Labelled for alice and running as alice, or as a non-developer account.
+        assert!(mine(&pod("devenv", Some("alice"), Some("devenv-alice"))));
+        assert!(mine(&pod("devenv", Some("alice"), None)));
+        assert!(mine(&pod("devenv", Some("alice"), Some("default"))));
+        // Reserved names are nobody's developer account, so not "another developer's".
+        assert!(mine(&pod(
+            "devenv",
+            Some("alice"),
+            Some("devenv-user-template")
+        )));
+        // Another developer's label, or no label.
+        assert!(!mine(&pod("devenv", Some("bob"), Some("devenv-alice"))));
+        assert!(!mine(&pod("devenv", None, Some("devenv-alice"))));
+        assert!(!mine(&pod("devenv", Some("Alice"), Some("devenv-alice"))));
+        // Labelled alice but running as bob: bob's powers, never alice's pod.
+        assert!(!mine(&pod("devenv", Some("alice"), Some("devenv-bob"))));
+        // Outside the devenv namespaces.
+        assert!(!mine(&pod("default", Some("alice"), Some("devenv-alice"))));
+    }
+
+    #[test]
+    fn the_deprecated_service_account_field_counts_too() {
+        let c = DevenvConfig::default();
+        let mut p = pod("devenv", Some("alice"), None);
+        p.spec.as_mut().unwrap().service_account = Some("devenv-bob".into());
+        assert!(!is_developers_pod(&c, &p, "alice"));
+    }
+
+    #[test]
+    fn upstream_errors_are_503_with_the_api_servers_words() {
+        let status = kube::core::Status::failure("pods is forbidden", "Forbidden").with_code(403);
+        let error = upstream_error("delete the pod", kube::Error::Api(Box::new(status)));
+        assert_eq!(error.status().as_u16(), 503);
+        assert!(error.to_string().contains("pods is forbidden"), "{error}");
+    }
+}
