@@ -12,13 +12,14 @@
 //! 150 MB at 10,000). Without `--bench` (as `cargo test --benches` runs it)
 //! it runs a small, quick version.
 
+#[path = "../tests/load/mod.rs"]
+mod load;
 #[path = "../tests/testbed/mod.rs"]
 mod testbed;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use devenv_manager::crd::{LearnerSpace, Phase};
@@ -29,80 +30,22 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 const NAMESPACE: &str = "aivo-system";
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Starts the operator process; returns it and its metrics address.
-fn start_operator(kubeconfig: &Path, dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+/// Starts the operator process, its log kept in `dir`.
+fn start_operator(kubeconfig: &Path, dir: &Path, run: u32) -> load::Serve {
+    let mut command = Command::new(BIN);
+    command
         .arg("serve")
         .current_dir(dir)
         .env("KUBECONFIG", kubeconfig)
         .env("WEBHOOK_BIND", "127.0.0.1:0")
         .env("API_BIND", "127.0.0.1:0")
         .env("METRICS_BIND", "127.0.0.1:0")
-        .env("OPERATOR_NAMESPACE", NAMESPACE)
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("devenv-manager runs");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut metrics = None;
-    let mut lines = stdout.lines();
-    for line in lines.by_ref() {
-        let line = line.expect("log line");
-        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(addr) = entry["metrics_addr"].as_str() {
-                metrics = Some(addr.to_string());
-                break;
-            }
-        }
-    }
-    // Keep draining the log (into a file, for a look after a surprising
-    // figure) so the process never blocks on a full pipe.
-    let log_path = dir.join(format!("operator-{}.log", child.id()));
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let Ok(mut file) = std::fs::File::create(log_path) else {
-            return;
-        };
-        for line in lines.map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-        }
-    });
-    (child, metrics.expect("serve logs its metrics address"))
-}
-
-async fn metric(addr: &str, name: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+        .env("OPERATOR_NAMESPACE", NAMESPACE);
+    load::spawn_serve(command, Some(dir.join(format!("operator-{run}.log"))))
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    load::rss_kib(pid).map_or(0.0, |(rss, _)| rss as f64 / 1024.0)
 }
 
 fn learner_space(name: &str, learner: &str) -> LearnerSpace {
@@ -156,8 +99,16 @@ fn writes_except_leases(counts: &BTreeMap<String, usize>) -> usize {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let learners = if quick { 10 } else { env_or("LEARNERS", 1000) };
-    let cached = if quick { 20 } else { env_or("CACHED", 10_000) };
+    let learners = if quick {
+        10
+    } else {
+        load::env_or::<usize>("LEARNERS", 1000)
+    };
+    let cached = if quick {
+        20
+    } else {
+        load::env_or::<usize>("CACHED", 10_000)
+    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let Some(bed) = testbed::start().await else { return };
@@ -185,20 +136,19 @@ fn main() {
 
         // First pass: every LearnerSpace from nothing to Ready.
         let started = Instant::now();
-        let (operator, metrics) = start_operator(&identity.kubeconfig, dir.path());
+        let operator = start_operator(&identity.kubeconfig, dir.path(), 1);
         wait_for(&api, Phase::Ready, learners).await;
         let first_pass = started.elapsed();
         let first = bed.writes_by_resource_settled(&identity.username).await;
-        let rss_after_first = rss_mib(operator.id());
-        stop(operator);
+        let rss_after_first = rss_mib(operator.child.id());
+        operator.stop();
 
         // Second pass: a restarted operator looks at every LearnerSpace again.
-        let (operator, metrics2) = start_operator(&identity.kubeconfig, dir.path());
-        while (metric(&metrics2, "operator_reconciles_total").await as usize) < learners {
+        let operator = start_operator(&identity.kubeconfig, dir.path(), 2);
+        while (operator.metric("operator_reconciles_total") as usize) < learners {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let second = bed.writes_by_resource_settled(&identity.username).await;
-        let _ = metrics;
 
         // The cache at scale: more LearnerSpaces (duplicates of learner 0, so
         // each costs one status write instead of a namespace) up to CACHED.
@@ -206,8 +156,8 @@ fn main() {
         let objects = (0..extra).map(|i| learner_space(&format!("dup-{i:05}"), "learner-00000")).collect();
         create_all(&api, objects).await;
         wait_for(&api, Phase::Failed, extra).await;
-        let rss_cached = rss_mib(operator.id());
-        stop(operator);
+        let rss_cached = rss_mib(operator.child.id());
+        operator.stop();
 
         let total_first = writes_except_leases(&first);
         let second_only = writes_except_leases(&second) - total_first;

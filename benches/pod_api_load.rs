@@ -18,8 +18,7 @@ mod load;
 #[path = "../tests/testbed/mod.rs"]
 mod testbed;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -28,26 +27,16 @@ use kube::api::{Api, PostParams};
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 const AUDIENCE: &str = "devenv-manager";
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port")
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let seconds = if quick { 1 } else { env_or("LOAD_SECONDS", 10) };
-    let concurrency = env_or("LOAD_CONCURRENCY", 32);
-    let pods_of_developer: usize = env_or("LOAD_PODS", 5);
+    let seconds = if quick {
+        1
+    } else {
+        load::env_or("LOAD_SECONDS", 10)
+    };
+    let concurrency = load::env_or("LOAD_CONCURRENCY", 32);
+    let pods_of_developer: usize = load::env_or("LOAD_PODS", 5);
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
     // A dedicated API server with one devenv namespace: the developer's pods
@@ -84,58 +73,24 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--config"])
         .arg(&config)
         .current_dir(dir.path())
         .env("WEBHOOK_BIND", "127.0.0.1:0")
         .env("METRICS_BIND", "127.0.0.1:0")
-        .env("KUBECONFIG", bed.kubeconfig_path())
-        .env("LOG_LEVEL", "info")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("devenv-manager runs");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (api_port, metrics_port) = loop {
-        let line = lines.next().expect("serve logs its addresses").unwrap();
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let (Some(api), Some(metrics)) =
-            (entry["api_addr"].as_str(), entry["metrics_addr"].as_str())
-        {
-            break (port_of(api), port_of(metrics));
-        }
-    };
-    // The access log goes on: one JSON line per request, as in production.
-    // Drain it so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+        .env("KUBECONFIG", bed.kubeconfig_path());
+    // The access log stays on: one JSON line per request, as in production.
+    let server = load::spawn_serve(command, None);
+    let api_port = server.api;
     let ca = std::fs::read(dir.path().join("certs/ca.crt")).expect("CA written");
     let headers = vec![
         ("authorization".to_string(), format!("Bearer {token}")),
         ("x-auth-type".to_string(), "k8s-sa".to_string()),
     ];
 
-    let metrics = |name: &str| -> f64 {
-        let text = runtime.block_on(async {
-            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
-                .await
-                .unwrap();
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n")
-                .await
-                .unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).await.unwrap();
-            text
-        });
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let metrics = |name: &str| server.metric(name);
 
     // Warm up: the cluster connection, the pod cache, and the token cache
     // (one TokenReview). Retried until the list has the developer's pods.
@@ -170,13 +125,10 @@ fn main() {
         concurrency,
         duration: Duration::from_secs(seconds),
     }));
-    let rss = load::rss_kib(child.id());
+    let rss = load::rss_kib(server.child.id());
     let reviews = metrics("tokenreview_requests_total");
     let hits = metrics("tokenreview_cache_hits_total");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    server.stop();
 
     println!(
         "pod API load: GET /api/v1/pods ({pods_of_developer} of the caller's pods among {}), one token, TLS 1.3 keep-alive, HTTP/1.1",

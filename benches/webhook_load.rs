@@ -12,71 +12,49 @@
 #[path = "../tests/load/mod.rs"]
 mod load;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Starts `serve` in `dir`; returns the child, the webhook port and the
 /// time until it answered its first review.
-fn start(dir: &Path, body: &[u8]) -> (std::process::Child, u16, Duration) {
+fn start(dir: &Path, body: &[u8]) -> (load::Serve, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("serve")
         .current_dir(dir)
         .env("WEBHOOK_BIND", "127.0.0.1:0")
         .env("API_BIND", "127.0.0.1:0")
-        .env("METRICS_BIND", "127.0.0.1:0")
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("devenv-manager runs");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut port = None;
-    for line in stdout.lines() {
-        let line = line.expect("log line");
-        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(addr) = entry["webhook_addr"].as_str() {
-                port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
-                break;
-            }
-        }
-    }
-    let port = port.expect("serve logs its address");
+        .env("METRICS_BIND", "127.0.0.1:0");
+    let server = load::spawn_serve(command, None);
     let ca = std::fs::read(dir.join("certs/ca.crt")).expect("CA written");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        loop {
-            if load::one_request(port, &ca, "/mutate/pods", body)
-                .await
-                .is_ok()
-            {
-                break;
-            }
+        while load::one_request(server.webhook, &ca, "/mutate/pods", body)
+            .await
+            .is_err()
+        {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
-    (child, port, started.elapsed())
+    (server, started.elapsed())
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let seconds = if quick { 1 } else { env_or("LOAD_SECONDS", 10) };
-    let concurrency = env_or("LOAD_CONCURRENCY", 32);
+    let seconds = if quick {
+        1
+    } else {
+        load::env_or("LOAD_SECONDS", 10)
+    };
+    let concurrency = load::env_or("LOAD_CONCURRENCY", 32);
     let body = {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -88,11 +66,11 @@ fn main() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut cold, _, cold_start) = start(dir.path(), &body);
-    let _ = cold.kill();
-    let _ = cold.wait();
+    let (cold, cold_start) = start(dir.path(), &body);
+    cold.stop();
     // Second start: certificates exist, as in a cluster with a Secret.
-    let (mut child, port, warm_start) = start(dir.path(), &body);
+    let (server, warm_start) = start(dir.path(), &body);
+    let port = server.webhook;
     let ca = std::fs::read(dir.path().join("certs/ca.crt")).unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -106,11 +84,8 @@ fn main() {
         concurrency,
         duration: Duration::from_secs(seconds),
     }));
-    let rss = load::rss_kib(child.id());
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let rss = load::rss_kib(server.child.id());
+    server.stop();
 
     println!(
         "webhook load: POST /mutate/pods, {} byte devenv-pod review, TLS 1.3 keep-alive, HTTP/1.1",

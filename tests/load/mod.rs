@@ -198,3 +198,90 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// A knob of a benchmark, from the environment.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A `devenv-manager serve` process under test and the ports it listens on.
+pub struct Serve {
+    pub child: std::process::Child,
+    pub webhook: u16,
+    pub api: u16,
+    pub metrics: u16,
+}
+
+/// Starts `command` (a `devenv-manager serve` with its arguments and
+/// environment) and reads its log until it says where it listens. The rest of
+/// the log is drained (into `log`, when given) so the server never blocks on a
+/// full pipe.
+pub fn spawn_serve(mut command: std::process::Command, log: Option<std::path::PathBuf>) -> Serve {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = command
+        .env("LOG_LEVEL", "info")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("devenv-manager runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let port = |entry: &serde_json::Value, key: &str| -> u16 {
+        entry[key]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let entry = loop {
+        let line = lines
+            .next()
+            .expect("serve logs its addresses")
+            .expect("log line");
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
+            if entry.get("webhook_addr").is_some() {
+                break entry;
+            }
+        }
+    };
+    std::thread::spawn(move || {
+        let mut file = log.and_then(|path| std::fs::File::create(path).ok());
+        for line in lines.map_while(Result::ok) {
+            if let Some(file) = file.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    });
+    Serve {
+        webhook: port(&entry, "webhook_addr"),
+        api: port(&entry, "api_addr"),
+        metrics: port(&entry, "metrics_addr"),
+        child,
+    }
+}
+
+impl Serve {
+    /// One metric's value from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics)) else {
+            return 0.0;
+        };
+        let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod, and wait for the exit.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
