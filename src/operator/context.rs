@@ -65,24 +65,24 @@ pub struct Context {
 /// resourceVersion of the object they were written over. A reconcile that
 /// runs again on that same version (the cache has not yet seen the write)
 /// knows the status is already there, and writes neither it nor its Event
-/// a second time.
+/// a second time. Only a fingerprint of each status is kept: this map has an
+/// entry per LearnerSpace.
 #[derive(Default)]
-pub struct WrittenStatuses(Mutex<HashMap<String, (String, LearnerSpaceStatus)>>);
+pub struct WrittenStatuses(Mutex<HashMap<String, (String, u64)>>);
 
 impl WrittenStatuses {
     /// Whether `status` was written over `resource_version` of `uid`.
     pub fn already(&self, uid: &str, resource_version: &str, status: &LearnerSpaceStatus) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(uid)
-            .is_some_and(|(rv, s)| rv == resource_version && super::status::equivalent(s, status))
+        map.get(uid).is_some_and(|(rv, print)| {
+            rv == resource_version && *print == super::status::fingerprint(status)
+        })
     }
 
     pub fn record(&self, uid: &str, resource_version: &str, status: &LearnerSpaceStatus) {
+        let print = super::status::fingerprint(status);
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(
-            uid.to_string(),
-            (resource_version.to_string(), status.clone()),
-        );
+        map.insert(uid.to_string(), (resource_version.to_string(), print));
     }
 
     pub fn forget(&self, uid: &str) {

@@ -47,14 +47,25 @@ pub fn status(
 /// Equal but for when the condition last changed: a status recomputed over a
 /// stale copy gets a new transition time, yet says the same thing.
 pub fn equivalent(a: &LearnerSpaceStatus, b: &LearnerSpaceStatus) -> bool {
-    let timeless = |s: &LearnerSpaceStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
     timeless(a) == timeless(b)
+}
+
+/// A hash of what a status says (its transition times aside): equal for
+/// [`equivalent`] statuses.
+pub fn fingerprint(status: &LearnerSpaceStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let text = serde_json::to_string(&timeless(status)).unwrap_or_default();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn timeless(status: &LearnerSpaceStatus) -> LearnerSpaceStatus {
+    let mut s = status.clone();
+    for c in &mut s.conditions {
+        c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -139,6 +150,8 @@ mod tests {
             at(120),
         );
         assert!(equivalent(&failed, &recomputed));
+        assert_eq!(fingerprint(&failed), fingerprint(&recomputed));
+        assert_ne!(fingerprint(&failed), fingerprint(&first));
         assert!(!equivalent(&failed, &first));
     }
 }
