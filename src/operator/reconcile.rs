@@ -475,3 +475,7 @@ async fn write_tombstone(ls: &LearnerSpace, ctx: &Context) -> Result<(), Error> 
         },
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
