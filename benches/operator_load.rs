@@ -118,6 +118,8 @@ fn main() {
         let _ = audit;
         let admin = bed.client().await;
         bed.ensure_namespace(NAMESPACE).await;
+        // Where the pod API publishes its CA, so that it has somewhere to.
+        bed.ensure_namespace("devenv").await;
         let crd: serde_json::Value = devenv_manager::yaml::from_yaml_stream(
             &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml")).expect("CRD"),
         )

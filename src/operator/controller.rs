@@ -101,9 +101,13 @@ pub async fn run(
     controller
         // Applying a LearnerSpace's objects sends a dozen watch events back;
         // coalescing them lets every cache catch up before the next look, so
-        // that look finds nothing to write.
+        // that look finds nothing to write. At most 16 reconciles run at once:
+        // thousands of LearnerSpaces (a restart, a burst of duplicates) must
+        // queue, not flood the API server and the heap at the same moment.
         .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+            kube::runtime::controller::Config::default()
+                .debounce(Duration::from_millis(500))
+                .concurrency(16),
         )
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
