@@ -52,6 +52,10 @@ impl Operator {
         let id = bed.cluster_admin(namespace, identity).await;
         let mut config = Config::default();
         config.operator.namespace = namespace.to_string();
+        // The pod API in the same process publishes its CA into the devenv
+        // namespaces: give each test its own, so that test servers (each with
+        // its own CA) never take turns rewriting one shared ConfigMap.
+        config.devenv.namespaces = vec![namespace.to_string()];
         let cluster = Source::Config(Box::new(id.config));
         Operator {
             server: Server::start_operator(config, cluster, identity.to_string()).await,
