@@ -11,8 +11,7 @@
 mod common;
 mod testbed;
 
-use std::future::Future;
-use std::time::Duration;
+use testbed::eventually;
 
 use common::Server;
 use devenv_manager::cluster::Source;
@@ -24,21 +23,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-
-/// Polls `check` until it returns Some, for up to 60 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..600 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 struct Operator {
     server: Server,

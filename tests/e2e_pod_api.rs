@@ -11,15 +11,12 @@ mod common;
 mod testbed;
 
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use common::Server;
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -30,24 +27,8 @@ use serde_json::{Value, json};
 
 const AUDIENCE: &str = "devenv-manager";
 const DEVENV: &str = env!("CARGO_BIN_EXE_devenv");
-/// Generous bound for anything eventual (a watch event, an RBAC cache).
-const EVENTUALLY: Duration = Duration::from_secs(20);
 
-/// Polls `check` until it returns `Some`, or fails the test naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use testbed::eventually;
 
 /// A namespace, a manager serving it, and the admin client of the bed.
 struct Fixture {
@@ -325,43 +306,18 @@ async fn manager_config(bed: &testbed::TestBed, admin: &kube::Client, ns: &str) 
         token: Some(token.into()),
         ..AuthInfo::default()
     };
-    // RBAC is read from an informer cache: wait until the grants are in force,
-    // so the tests see the pod API, not RBAC propagation. (Asked with
-    // SelfSubjectAccessReviews, so that no TokenReview is spent on it.)
-    let client = kube::Client::try_from(config.clone()).unwrap();
-    let checks = [
-        ("authentication.k8s.io", "tokenreviews", "create", None),
-        ("", "pods", "watch", Some(ns)),
-        ("", "pods", "delete", Some(ns)),
-        ("", "configmaps", "patch", Some(ns)),
-    ];
-    eventually("the manager's RBAC is in force", || async {
-        for (group, resource, verb, namespace) in checks {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        group: Some(group.into()),
-                        resource: Some(resource.into()),
-                        verb: Some(verb.into()),
-                        namespace: namespace.map(String::from),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SelfSubjectAccessReviewSpec::default()
-                },
-                ..SelfSubjectAccessReview::default()
-            };
-            let allowed = Api::<SelfSubjectAccessReview>::all(client.clone())
-                .create(&PostParams::default(), &review)
-                .await
-                .ok()
-                .and_then(|r| r.status)
-                .is_some_and(|s| s.allowed);
-            if !allowed {
-                return None;
-            }
-        }
-        Some(())
-    })
+    // RBAC is read from an informer cache: wait until the grants are in
+    // force, so the tests see the pod API, not RBAC propagation.
+    bed.wait_for_access(
+        ns,
+        "manager",
+        &[
+            ("authentication.k8s.io", "tokenreviews", "create", None),
+            ("", "pods", "watch", Some(ns)),
+            ("", "pods", "delete", Some(ns)),
+            ("", "configmaps", "patch", Some(ns)),
+        ],
+    )
     .await;
     config
 }

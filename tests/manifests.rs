@@ -18,10 +18,10 @@
 mod common;
 mod testbed;
 
+use testbed::eventually;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use devenv_manager::config::Config;
 use devenv_manager::webhook::registration::{self, Endpoint};
@@ -1377,21 +1377,6 @@ fn kustomize_builds_both_ways() {
 // The real API server
 // ---------------------------------------------------------------------------
 
-/// Polls `check` until it returns Some, for up to 60 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..600 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Server-side applies `doc` (or only dry-runs it) as the admin.
 async fn apply(client: &kube::Client, doc: &Value, dry_run: bool) -> Result<(), String> {
     use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -1527,7 +1512,18 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
     };
     // RBAC is read from an informer cache: wait until the grants are in
     // force, so that what follows tests the grants, not their propagation.
-    wait_for_rbac(&admin, &user).await;
+    // Waits until the manager's service account holds a sample of its grants.
+    bed.wait_for_access(
+        MANAGER_SA.0,
+        MANAGER_SA.1,
+        &[
+            ("authentication.k8s.io", "tokenreviews", "create", None),
+            ("aivo.dev", "learnerspaces", "watch", Some("aivo-system")),
+            ("", "pods", "delete", Some("devenv")),
+            ("", "secrets", "list", None),
+        ],
+    )
+    .await;
     let server = common::Server::start_operator(
         config.clone(),
         devenv_manager::cluster::Source::Config(Box::new(manager)),
@@ -1653,51 +1649,4 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
         })
         .collect();
     assert!(refused.is_empty(), "refused: {refused:#?}");
-}
-
-/// Waits until the manager's service account holds a sample of its grants.
-async fn wait_for_rbac(admin: &kube::Client, user: &str) {
-    use k8s_openapi::api::authorization::v1::{
-        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-    };
-    use kube::api::{Api, PostParams};
-    let checks = [
-        ("authentication.k8s.io", "tokenreviews", "create", None),
-        ("aivo.dev", "learnerspaces", "watch", Some("aivo-system")),
-        ("", "pods", "delete", Some("devenv")),
-        ("", "secrets", "list", None),
-    ];
-    eventually("the manager's RBAC in force", || async {
-        for (group, resource, verb, namespace) in checks {
-            let review = SubjectAccessReview {
-                spec: SubjectAccessReviewSpec {
-                    user: Some(user.into()),
-                    groups: Some(vec![
-                        "system:serviceaccounts".into(),
-                        format!("system:serviceaccounts:{}", MANAGER_SA.0),
-                    ]),
-                    resource_attributes: Some(ResourceAttributes {
-                        group: Some(group.into()),
-                        resource: Some(resource.into()),
-                        verb: Some(verb.into()),
-                        namespace: namespace.map(String::from),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SubjectAccessReviewSpec::default()
-                },
-                ..SubjectAccessReview::default()
-            };
-            let allowed = Api::<SubjectAccessReview>::all(admin.clone())
-                .create(&PostParams::default(), &review)
-                .await
-                .ok()
-                .and_then(|r| r.status)
-                .is_some_and(|s| s.allowed);
-            if !allowed {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
 }

@@ -91,6 +91,24 @@ exit "$status""#;
 
 /// A Kubernetes API server for tests: a local etcd + kube-apiserver, or the
 /// cluster named by `DEVENV_E2E_KUBECONFIG`.
+/// Polls `check` until it returns Some, for up to 60 s; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..600 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// One access check: API group, resource, verb, namespace (None: cluster-wide).
+pub type Access<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
+
 /// A service-account identity for a component under test.
 pub struct Identity {
     pub client: Client,
@@ -633,6 +651,51 @@ impl TestBed {
             username: format!("system:serviceaccount:{ns}:{name}"),
             kubeconfig: path,
         }
+    }
+
+    /// Waits until service account `ns/name` holds every access in `checks`.
+    /// RBAC is read from an informer cache, so fresh grants take a moment;
+    /// asked with SubjectAccessReviews as the admin, so the identity itself
+    /// spends nothing (no TokenReview, no audit entry of its own).
+    pub async fn wait_for_access(&self, ns: &str, name: &str, checks: &[Access<'_>]) {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+        };
+        let admin = self.client().await;
+        let user = format!("system:serviceaccount:{ns}:{name}");
+        eventually(&format!("the RBAC of {user} in force"), || async {
+            for (group, resource, verb, namespace) in checks {
+                let review = SubjectAccessReview {
+                    spec: SubjectAccessReviewSpec {
+                        user: Some(user.clone()),
+                        groups: Some(vec![
+                            "system:serviceaccounts".into(),
+                            format!("system:serviceaccounts:{ns}"),
+                        ]),
+                        resource_attributes: Some(ResourceAttributes {
+                            group: Some(group.to_string()),
+                            resource: Some(resource.to_string()),
+                            verb: Some(verb.to_string()),
+                            namespace: namespace.map(String::from),
+                            ..ResourceAttributes::default()
+                        }),
+                        ..SubjectAccessReviewSpec::default()
+                    },
+                    ..SubjectAccessReview::default()
+                };
+                let allowed = Api::<SubjectAccessReview>::all(admin.clone())
+                    .create(&PostParams::default(), &review)
+                    .await
+                    .ok()
+                    .and_then(|r| r.status)
+                    .is_some_and(|s| s.allowed);
+                if !allowed {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
     }
 
     /// A token for service account `ns/sa`, bound to `audience`, from the
