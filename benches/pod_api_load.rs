@@ -130,20 +130,11 @@ fn main() {
     let hits = metrics("tokenreview_cache_hits_total");
     server.stop();
 
-    println!(
+    let title = format!(
         "pod API load: GET /api/v1/pods ({pods_of_developer} of the caller's pods among {}), one token, TLS 1.3 keep-alive, HTTP/1.1",
         2 * pods_of_developer
     );
-    println!("  concurrency          {concurrency}");
-    println!("  duration             {seconds} s");
-    result.print();
-    if let Some((rss, hwm)) = rss {
-        println!(
-            "  server RSS           {:.1} MiB (peak {:.1} MiB)",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
-    }
+    load::print_report(&title, concurrency, seconds, &result, rss);
     println!(
         "  TokenReviews         {} in total ({} during the run), {hits} cache hits",
         reviews,

@@ -87,20 +87,11 @@ fn main() {
     let rss = load::rss_kib(server.child.id());
     server.stop();
 
-    println!(
+    let title = format!(
         "webhook load: POST /mutate/pods, {} byte devenv-pod review, TLS 1.3 keep-alive, HTTP/1.1",
         body.len()
     );
-    println!("  concurrency          {concurrency}");
-    println!("  duration             {seconds} s");
-    result.print();
-    if let Some((rss, hwm)) = rss {
-        println!(
-            "  server RSS           {:.1} MiB (peak {:.1} MiB)",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
-    }
+    load::print_report(&title, concurrency, seconds, &result, rss);
     println!(
         "  start to 1st review  {:.1} ms (generating certificates: {:.1} ms)",
         warm_start.as_secs_f64() * 1e3,

@@ -4,7 +4,6 @@
 //! Errors name the offending key (`webhook.bind: invalid socket address ...`),
 //! so a typo in a ConfigMap is found from the first log line.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -446,17 +445,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The developer-facing knobs as a map, for `/readyz` and startup logs.
-    pub fn summary(&self) -> BTreeMap<&'static str, String> {
-        BTreeMap::from([
-            ("webhook", self.webhook.bind.to_string()),
-            ("api", self.api.bind.to_string()),
-            ("metrics", self.metrics.bind.to_string()),
-            ("namespaces", self.devenv.namespaces.join(",")),
-            ("operatorNamespace", self.operator.namespace.clone()),
-        ])
     }
 }
 

@@ -12,6 +12,8 @@ pub enum Error {
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no name")]
     Unnamed,
+    #[error("cannot serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -24,6 +26,7 @@ impl Error {
             Error::Build(_) => "InvalidSpec",
             Error::Finalizer(_) => "FinalizerError",
             Error::Unnamed => "InvalidObject",
+            Error::Serialize(_) => "InvalidObject",
         }
     }
 
@@ -39,7 +42,7 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
                 _ => true,
             },
-            Error::Build(_) | Error::Unnamed => false,
+            Error::Build(_) | Error::Unnamed | Error::Serialize(_) => false,
         }
     }
 }

@@ -274,11 +274,9 @@ where
     if let Some(ns) = &desired.meta().namespace {
         key = key.within(ns);
     }
-    let want =
-        serde_json::to_value(desired).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+    let want = serde_json::to_value(desired)?;
     if let Some(cached) = store.get(&key) {
-        let have =
-            serde_json::to_value(&*cached).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+        let have = serde_json::to_value(&*cached)?;
         if contains(&have, &want) {
             return Ok(());
         }
@@ -456,8 +454,7 @@ async fn write_tombstone(ls: &LearnerSpace, ctx: &Context) -> Result<(), Error> 
     match api.get_opt(&name).await? {
         Some(existing) if tombstone::records(&existing, &uid) => Ok(()),
         Some(_) => {
-            let record = serde_json::to_string(&tombstone::record(ls, &deleted_at))
-                .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+            let record = serde_json::to_string(&tombstone::record(ls, &deleted_at))?;
             let patch = json!({"data": {tombstone::history_key(&uid): record}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;

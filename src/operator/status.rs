@@ -44,14 +44,8 @@ pub fn status(
     }
 }
 
-/// Equal but for when the condition last changed: a status recomputed over a
-/// stale copy gets a new transition time, yet says the same thing.
-pub fn equivalent(a: &LearnerSpaceStatus, b: &LearnerSpaceStatus) -> bool {
-    timeless(a) == timeless(b)
-}
-
 /// A hash of what a status says (its transition times aside): equal for
-/// [`equivalent`] statuses.
+/// statuses that differ only in transition times.
 pub fn fingerprint(status: &LearnerSpaceStatus) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -71,6 +65,11 @@ fn timeless(status: &LearnerSpaceStatus) -> LearnerSpaceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Equal but for when the condition last changed.
+    fn equivalent(a: &LearnerSpaceStatus, b: &LearnerSpaceStatus) -> bool {
+        timeless(a) == timeless(b)
+    }
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()

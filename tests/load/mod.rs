@@ -186,6 +186,28 @@ pub async fn run(load: Load) -> LoadResult {
     }
 }
 
+/// The common part of a load benchmark's report: what ran, how it went, and
+/// the server's memory (VmRSS, VmHWM in KiB, from [`rss_kib`]).
+pub fn print_report(
+    title: &str,
+    concurrency: usize,
+    seconds: u64,
+    result: &LoadResult,
+    rss: Option<(u64, u64)>,
+) {
+    println!("{title}");
+    println!("  concurrency          {concurrency}");
+    println!("  duration             {seconds} s");
+    result.print();
+    if let Some((rss, hwm)) = rss {
+        println!(
+            "  server RSS           {:.1} MiB (peak {:.1} MiB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+    }
+}
+
 /// (VmRSS, VmHWM) of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
