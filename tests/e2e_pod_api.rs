@@ -90,6 +90,12 @@ impl Fixture {
         call(&self.server, method, path, token).await
     }
 
+    /// `method /api/v1/pods/{ns}/{name}` in this fixture's namespace.
+    async fn on_pod(&self, method: &str, name: &str, token: Option<&str>) -> Answer {
+        self.call(method, &format!("/api/v1/pods/{}/{name}", self.ns), token)
+            .await
+    }
+
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }
@@ -361,24 +367,12 @@ async fn developers_list_get_and_delete_their_own_pods() {
         .await;
     assert_error(&elsewhere, 400, "BadRequest");
 
-    let got = f
-        .call(
-            "GET",
-            &format!("/api/v1/pods/{}/alice-1", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let got = f.on_pod("GET", "alice-1", Some(&alice)).await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.body["name"], "alice-1");
     assert_eq!(got.body["containers"][0]["image"], "busybox");
 
-    let deleted = f
-        .call(
-            "DELETE",
-            &format!("/api/v1/pods/{}/alice-2", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let deleted = f.on_pod("DELETE", "alice-2", Some(&alice)).await;
     // Without a kubelet an unscheduled pod goes at once (200); on a real
     // cluster graceful deletion starts (202).
     assert!(matches!(deleted.status, 200 | 202), "{}", deleted.body);
@@ -408,16 +402,8 @@ async fn another_developers_pod_is_404_exactly_like_a_missing_one() {
     f.pod("bobs", Some("bob"), "devenv-bob").await;
     f.wait_for_list(&bob, &["bobs"]).await;
 
-    let others = f
-        .call("GET", &format!("/api/v1/pods/{}/bobs", f.ns), Some(&alice))
-        .await;
-    let missing = f
-        .call(
-            "GET",
-            &format!("/api/v1/pods/{}/nothing", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let others = f.on_pod("GET", "bobs", Some(&alice)).await;
+    let missing = f.on_pod("GET", "nothing", Some(&alice)).await;
     assert_error(&others, 404, "NotFound");
     assert_error(&missing, 404, "NotFound");
     // Nothing tells the two apart but the name the caller chose.
@@ -431,13 +417,7 @@ async fn another_developers_pod_is_404_exactly_like_a_missing_one() {
             .unwrap()
             .replace("nothing", "X")
     );
-    let delete = f
-        .call(
-            "DELETE",
-            &format!("/api/v1/pods/{}/bobs", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let delete = f.on_pod("DELETE", "bobs", Some(&alice)).await;
     assert_error(&delete, 404, "NotFound");
     assert!(f.pods().get_opt("bobs").await.unwrap().is_some());
     // And not in alice's list.
@@ -456,21 +436,9 @@ async fn a_pod_labelled_for_you_but_running_as_another_developer_is_not_yours() 
     f.pod("spoofed", Some("alice"), "devenv-bob").await;
 
     f.wait_for_list(&alice, &["mine"]).await;
-    let get = f
-        .call(
-            "GET",
-            &format!("/api/v1/pods/{}/spoofed", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let get = f.on_pod("GET", "spoofed", Some(&alice)).await;
     assert_error(&get, 404, "NotFound");
-    let delete = f
-        .call(
-            "DELETE",
-            &format!("/api/v1/pods/{}/spoofed", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let delete = f.on_pod("DELETE", "spoofed", Some(&alice)).await;
     assert_error(&delete, 404, "NotFound");
     assert!(f.pods().get_opt("spoofed").await.unwrap().is_some());
     // Bob's label is not on it either, so it is nobody's through the API.
@@ -514,13 +482,7 @@ async fn a_pod_relabelled_after_it_was_read_is_not_deleted() {
     assert_eq!(pod.metadata.labels.unwrap()["developer"], "bob");
 
     // Through HTTP, whatever the cache holds by now: never deleted.
-    let delete = f
-        .call(
-            "DELETE",
-            &format!("/api/v1/pods/{}/contested", f.ns),
-            Some(&alice),
-        )
-        .await;
+    let delete = f.on_pod("DELETE", "contested", Some(&alice)).await;
     assert!(matches!(delete.status, 404 | 409), "{}", delete.body);
     assert!(f.pods().get_opt("contested").await.unwrap().is_some());
     f.stop().await;
