@@ -98,7 +98,7 @@ fn writes_except_leases(counts: &BTreeMap<String, usize>) -> usize {
 }
 
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
+    let quick = load::quick();
     let learners = if quick {
         10
     } else {

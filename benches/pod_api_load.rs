@@ -28,14 +28,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 const AUDIENCE: &str = "devenv-manager";
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let seconds = if quick {
-        1
-    } else {
-        load::env_or("LOAD_SECONDS", 10)
-    };
-    let concurrency = load::env_or("LOAD_CONCURRENCY", 32);
+    let (seconds, concurrency) = load::run_settings();
     let pods_of_developer: usize = load::env_or("LOAD_PODS", 5);
     let runtime = tokio::runtime::Runtime::new().unwrap();
 

@@ -47,14 +47,7 @@ fn start(dir: &Path, body: &[u8]) -> (load::Serve, Duration) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let seconds = if quick {
-        1
-    } else {
-        load::env_or("LOAD_SECONDS", 10)
-    };
-    let concurrency = load::env_or("LOAD_CONCURRENCY", 32);
+    let (seconds, concurrency) = load::run_settings();
     let body = {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -221,6 +221,23 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// `cargo bench` passes `--bench`; `cargo test --benches` passes nothing, and
+/// then a benchmark runs briefly, as a smoke test.
+pub fn quick() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
+/// Duration (s) and concurrency of a load run: `LOAD_SECONDS` (10, or 1 when
+/// [`quick`]) and `LOAD_CONCURRENCY` (32).
+pub fn run_settings() -> (u64, usize) {
+    let seconds = if quick() {
+        1
+    } else {
+        env_or("LOAD_SECONDS", 10)
+    };
+    (seconds, env_or("LOAD_CONCURRENCY", 32))
+}
+
 /// A knob of a benchmark, from the environment.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
