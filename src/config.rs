@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::Quantity;
+use crate::server::limits::{self, Limits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,7 +30,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
-    pub webhook: TlsListener,
+    pub webhook: WebhookConfig,
     pub api: ApiConfig,
     pub metrics: PlainListener,
     pub log_level: String,
@@ -37,40 +38,47 @@ pub struct Config {
     pub operator: OperatorConfig,
 }
 
+/// The webhook's listener, and what the request bodies in flight may hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TlsListener {
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WebhookConfig {
     pub bind: SocketAddr,
-    #[serde(default = "default_cert_dir")]
     pub cert_dir: PathBuf,
+    /// Bytes of AdmissionReview bodies buffered at once, over all
+    /// connections (a Kubernetes quantity: `32Mi`). A body is read only with
+    /// its bytes reserved from this budget.
+    pub max_body_bytes_in_flight: String,
+    /// How long a request may wait for room in that budget before it gets
+    /// 503 with `Retry-After`.
+    pub body_budget_wait_seconds: f64,
+    /// How long a client may take to send its body once the head arrived.
+    pub body_timeout_seconds: f64,
+    pub limits: Limits,
 }
 
 /// The pod API's listener and its protection limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub bind: SocketAddr,
-    #[serde(default = "default_cert_dir")]
     pub cert_dir: PathBuf,
     /// Sustained requests per second one developer may make (token bucket).
-    #[serde(default = "default_developer_rps")]
     pub developer_requests_per_second: f64,
     /// Requests one developer may make in a burst above the sustained rate.
-    #[serde(default = "default_developer_burst")]
     pub developer_burst: u32,
     /// Failed authentications per minute allowed from one client address;
     /// past it, unknown tokens from that address are refused without a
     /// TokenReview, so junk tokens cannot flood the API server.
-    #[serde(default = "default_failed_auths_per_minute")]
     pub failed_auths_per_minute: f64,
-    #[serde(default = "default_failed_auth_burst")]
     pub failed_auth_burst: u32,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PlainListener {
     pub bind: SocketAddr,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,22 +135,6 @@ fn default_object_count() -> i64 {
     100
 }
 
-fn default_developer_rps() -> f64 {
-    20.0
-}
-
-fn default_developer_burst() -> u32 {
-    40
-}
-
-fn default_failed_auths_per_minute() -> f64 {
-    30.0
-}
-
-fn default_failed_auth_burst() -> u32 {
-    10
-}
-
 fn listen(addr: &str) -> SocketAddr {
     // Constant, well-formed literals: parsing cannot fail.
     addr.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -151,24 +143,57 @@ fn listen(addr: &str) -> SocketAddr {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            webhook: TlsListener {
-                bind: listen("0.0.0.0:8443"),
-                cert_dir: default_cert_dir(),
-            },
-            api: ApiConfig {
-                bind: listen("0.0.0.0:8080"),
-                cert_dir: default_cert_dir(),
-                developer_requests_per_second: default_developer_rps(),
-                developer_burst: default_developer_burst(),
-                failed_auths_per_minute: default_failed_auths_per_minute(),
-                failed_auth_burst: default_failed_auth_burst(),
-            },
-            metrics: PlainListener {
-                bind: listen("0.0.0.0:9090"),
-            },
+            webhook: WebhookConfig::default(),
+            api: ApiConfig::default(),
+            metrics: PlainListener::default(),
             log_level: "info".to_string(),
             devenv: DevenvConfig::default(),
             operator: OperatorConfig::default(),
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            bind: listen("0.0.0.0:8443"),
+            cert_dir: default_cert_dir(),
+            max_body_bytes_in_flight: "32Mi".into(),
+            body_budget_wait_seconds: 1.0,
+            body_timeout_seconds: 10.0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// `maxBodyBytesInFlight` in bytes; validated by [`Config::validate`].
+    pub fn body_budget_bytes(&self) -> usize {
+        Quantity::parse(&self.max_body_bytes_in_flight)
+            .map(|q| usize::try_from(q.value()).unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: listen("0.0.0.0:8080"),
+            cert_dir: default_cert_dir(),
+            developer_requests_per_second: 20.0,
+            developer_burst: 40,
+            failed_auths_per_minute: 30.0,
+            failed_auth_burst: 10,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for PlainListener {
+    fn default() -> Self {
+        PlainListener {
+            bind: listen("0.0.0.0:9090"),
+            limits: Limits::default(),
         }
     }
 }
@@ -285,6 +310,40 @@ impl Config {
         })
     }
 
+    /// Every listener's bounds, and the webhook's body budget: it must hold
+    /// at least one review of the largest size accepted.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let invalid = |(key, message): (String, String)| ConfigError::Invalid { key, message };
+        self.webhook
+            .limits
+            .validate("webhook.limits")
+            .map_err(invalid)?;
+        self.api.limits.validate("api.limits").map_err(invalid)?;
+        self.metrics
+            .limits
+            .validate("metrics.limits")
+            .map_err(invalid)?;
+        let w = &self.webhook;
+        for (key, value) in [
+            ("webhook.bodyBudgetWaitSeconds", w.body_budget_wait_seconds),
+            ("webhook.bodyTimeoutSeconds", w.body_timeout_seconds),
+        ] {
+            limits::check_seconds(value).map_err(|m| invalid((key.into(), m)))?;
+        }
+        let budget = Quantity::parse(&w.max_body_bytes_in_flight)
+            .map_err(|e| invalid(("webhook.maxBodyBytesInFlight".into(), e.to_string())))?;
+        if budget.value() < crate::webhook::MAX_REVIEW_BYTES as i64 {
+            return Err(invalid((
+                "webhook.maxBodyBytesInFlight".into(),
+                format!(
+                    "{} must hold at least one review of the largest size accepted (3Mi)",
+                    w.max_body_bytes_in_flight
+                ),
+            )));
+        }
+        Ok(())
+    }
+
     /// Applies environment overrides; `lookup` is `std::env::var` outside tests.
     pub fn apply_env(
         &mut self,
@@ -338,6 +397,7 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        self.validate_listeners()?;
         let d = &self.devenv;
         if d.audience.is_empty() {
             return Err(invalid("devenv.audience", "must not be empty".into()));
@@ -487,6 +547,46 @@ mod tests {
         assert_eq!(c.api.failed_auth_burst, 10);
         assert_eq!(c.api.cert_dir, PathBuf::from("certs"));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn listener_sections_given_in_part_keep_their_defaults() {
+        let c = Config::from_yaml(
+            "webhook:\n  certDir: /tls\n  limits:\n    idleTimeoutSeconds: 5\napi:\n  developerBurst: 3\nmetrics:\n  limits:\n    maxConnections: 7\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhook.bind.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.webhook.cert_dir, PathBuf::from("/tls"));
+        assert_eq!(c.webhook.limits.idle_timeout_seconds, 5.0);
+        assert_eq!(c.webhook.limits.max_connections, 512);
+        assert_eq!(c.webhook.body_budget_bytes(), 32 * 1024 * 1024);
+        assert_eq!(c.api.bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.api.developer_burst, 3);
+        assert_eq!(c.api.limits, Limits::default());
+        assert_eq!(c.metrics.bind.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.metrics.limits.max_connections, 7);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn listener_limits_are_validated_by_key() {
+        let c =
+            Config::from_yaml("metrics:\n  limits:\n    requestHeaderTimeoutSeconds: 0\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("metrics.limits.requestHeaderTimeoutSeconds:"),
+            "{err}"
+        );
+        let c = Config::from_yaml("webhook:\n  maxBodyBytesInFlight: 1Mi\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("webhook.maxBodyBytesInFlight:"), "{err}");
+        let c = Config::from_yaml("webhook:\n  maxBodyBytesInFlight: lots\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::from_yaml("webhook:\n  bodyTimeoutSeconds: -1\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("webhook.bodyTimeoutSeconds:"), "{err}");
+        let err = Config::from_yaml("api:\n  limits:\n    maxConections: 3\n").unwrap_err();
+        assert!(err.contains("maxConections"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod operator;
 pub mod probes;
 pub mod quantity;
 pub mod serve;
+pub mod server;
 pub mod shutdown;
 pub mod tls;
 pub mod webhook;

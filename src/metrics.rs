@@ -22,6 +22,13 @@ pub struct WebhookLabel {
     pub webhook: &'static str,
 }
 
+/// A webhook and why a request to it was not a usable review.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub webhook: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
     pub listener: &'static str,
@@ -64,6 +71,10 @@ pub struct Metrics {
     registry: Registry,
     pub admission_requests: Family<AdmissionLabels, Counter>,
     pub admission_duration: Family<WebhookLabel, Histogram>,
+    /// Requests answered 400 or 503 without a decision, by reason.
+    pub admission_refused: Family<RefusalLabels, Counter>,
+    /// Connections of every listener.
+    pub listeners: crate::server::ListenerMetrics,
     pub tls_expiry: Family<ListenerLabel, Gauge>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub api_duration: Family<RouteLabel, Histogram>,
@@ -96,6 +107,13 @@ impl Metrics {
             "Time to decide an admission review, body parse to response",
             admission_duration.clone(),
         );
+        let admission_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "admission_refused_requests",
+            "Webhook requests answered without a decision (400 or 503), by webhook and reason",
+            admission_refused.clone(),
+        );
+        let listeners = crate::server::ListenerMetrics::register(&mut registry);
         let tls_expiry = Family::<ListenerLabel, Gauge>::default();
         registry.register(
             "tls_certificate_expiry_timestamp_seconds",
@@ -174,6 +192,8 @@ impl Metrics {
             registry,
             admission_requests,
             admission_duration,
+            admission_refused,
+            listeners,
             tls_expiry,
             api_requests,
             api_duration,
@@ -190,6 +210,12 @@ impl Metrics {
         self.admission_duration
             .get_or_create(&WebhookLabel { webhook })
             .observe(seconds);
+    }
+
+    pub fn record_admission_refusal(&self, webhook: &'static str, reason: &'static str) {
+        self.admission_refused
+            .get_or_create(&RefusalLabels { webhook, reason })
+            .inc();
     }
 
     pub fn record_api_request(&self, route: &'static str, code: u16, seconds: f64) {

@@ -11,8 +11,6 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use warp::Filter;
 use warp::http::StatusCode;
 
@@ -117,18 +115,4 @@ pub fn routes(
             )
         })
         .unify()
-}
-
-/// Serves the probes until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    warp::serve(routes(health, metrics))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
 }

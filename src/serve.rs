@@ -16,8 +16,9 @@ use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::metrics::{ListenerLabel, Metrics};
 use crate::probes::{self, Health, State};
-use crate::tls::{self, ReloadingResolver, ServeOptions};
-use crate::webhook::{self, Webhook};
+use crate::server;
+use crate::tls::{self, ReloadingResolver};
+use crate::webhook::{self, Webhook, routes::BodyLimits};
 
 /// Name and namespace of the manager's Service, for the default certificate SANs.
 pub const SERVICE_NAME: &str = "devenv-manager";
@@ -122,26 +123,34 @@ pub async fn start_with_identity(
 
     let mut tasks = JoinSet::new();
     {
-        let routes = webhook::routes::routes(Arc::new(Webhook::new(&config)), metrics.clone());
-        let metrics = metrics.clone();
+        let routes = webhook::routes::routes(
+            Arc::new(Webhook::new(&config)),
+            BodyLimits::new(&config.webhook),
+            metrics.clone(),
+        );
+        let settings = server::Listener {
+            name: "webhook",
+            transport: tls_transport(resolver, &metrics, "webhook"),
+            limits: config.webhook.limits.clone(),
+            metrics: metrics.listeners.clone(),
+        };
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            tls::serve(
-                webhook_listener,
-                resolver,
-                warp::service(routes),
-                ServeOptions::new("webhook"),
-                shutdown,
-                move |r: &ReloadingResolver| record_expiry(&metrics, "webhook", r),
-            )
-            .await;
+            server::serve(webhook_listener, settings, warp::service(routes), shutdown).await;
             Ok(())
         });
     }
     {
-        let (health, metrics, shutdown) = (health.clone(), metrics.clone(), shutdown.clone());
+        let settings = server::Listener {
+            name: "metrics",
+            transport: server::Transport::Plain,
+            limits: config.metrics.limits.clone(),
+            metrics: metrics.listeners.clone(),
+        };
+        let routes = probes::routes(health.clone(), metrics.clone());
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            probes::serve(metrics_listener, health, metrics, shutdown).await;
+            server::serve(metrics_listener, settings, warp::service(routes), shutdown).await;
             Ok(())
         });
     }
@@ -154,7 +163,6 @@ pub async fn start_with_identity(
     // The pod API: listening now, serving pods once the cluster is reached.
     let cluster = Cluster::connect(cluster, shutdown.clone());
     ensure_certificates(&config.api.cert_dir)?;
-    let expiry_metrics = metrics.clone();
     spawn_operator(
         &mut tasks,
         &config,
@@ -171,7 +179,6 @@ pub async fn start_with_identity(
         health.clone(),
         shutdown.clone(),
         &mut tasks,
-        move |r: &ReloadingResolver| record_expiry(&expiry_metrics, "api", r),
     )
     .await?;
     info!(%webhook_addr, %api_addr, %metrics_addr, namespaces = ?config.devenv.namespaces, "devenv-manager serving");
@@ -211,6 +218,19 @@ fn spawn_operator(
         crate::operator::run(client, operator_config, metrics, health, identity, shutdown).await;
         Ok(())
     });
+}
+
+/// TLS from `resolver`, recording the certificate's expiry on every reload.
+pub fn tls_transport(
+    resolver: Arc<ReloadingResolver>,
+    metrics: &Arc<Metrics>,
+    listener: &'static str,
+) -> server::Transport {
+    let metrics = metrics.clone();
+    server::Transport::Tls {
+        resolver,
+        on_reload: Box::new(move |r: &ReloadingResolver| record_expiry(&metrics, listener, r)),
+    }
 }
 
 fn record_expiry(metrics: &Metrics, listener: &'static str, resolver: &ReloadingResolver) {

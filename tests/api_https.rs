@@ -78,6 +78,35 @@ async fn pod_routes_wait_for_the_cluster_with_a_clear_503() {
 }
 
 #[tokio::test]
+async fn what_needs_no_cluster_is_401_while_waiting_for_one() {
+    let server = start().await;
+    let client = server.client();
+    let url = server.api_url("/api/v1/pods");
+    let requests = [
+        ("no Authorization", client.get(&url)),
+        (
+            "Basic scheme",
+            client.get(&url).basic_auth("alice", Some("secret")),
+        ),
+        (
+            "wrong X-Auth-Type",
+            client
+                .get(&url)
+                .bearer_auth("a.b.c")
+                .header("x-auth-type", "oidc"),
+        ),
+        ("not a JWT", client.get(&url).bearer_auth("hunter2")),
+    ];
+    for (name, request) in requests {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], 401, "{name}: {body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn readyz_reports_the_pod_api_waiting_without_holding_readiness_back() {
     let server = start().await;
 

@@ -206,11 +206,45 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 type Inflight = Arc<OnceCell<Result<Verdict, ApiError>>>;
+type InflightMap = Mutex<HashMap<TokenHash, Inflight>>;
+
+/// A request's share of the TokenReview in flight for its token. Dropping it
+/// (the review ended, or the request was: a client that resets its stream)
+/// removes the map entry, unless a newer review of the same token took it.
+struct InflightEntry<'a> {
+    map: &'a InflightMap,
+    key: TokenHash,
+    cell: Inflight,
+}
+
+impl<'a> InflightEntry<'a> {
+    fn join(map: &'a InflightMap, key: TokenHash) -> Self {
+        let cell = map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        InflightEntry { map, key, cell }
+    }
+}
+
+impl Drop for InflightEntry<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
 
 pub struct Authenticator {
     devenv: Arc<DevenvConfig>,
     cache: Mutex<TokenCache<Verdict>>,
-    inflight: Mutex<HashMap<TokenHash, Inflight>>,
+    inflight: InflightMap,
     failed_auths: RateLimiter<IpAddr>,
     metrics: Arc<Metrics>,
 }
@@ -238,10 +272,22 @@ impl Authenticator {
         }
     }
 
-    /// The developer behind the request's token.
+    /// TokenReviews in flight (one per distinct token being reviewed).
+    pub fn reviews_in_flight(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// The developer behind the request's token. What can be decided without
+    /// the API server (no token, another scheme, a cached verdict, a token
+    /// that is not a JWT) is decided first, so it is a 401 even while
+    /// `reviewer` is unavailable (no cluster yet): only a token that needs a
+    /// TokenReview can get that error.
     pub async fn authenticate(
         &self,
-        reviewer: &dyn TokenReviewer,
+        reviewer: Result<&dyn TokenReviewer, ApiError>,
         headers: &HeaderMap,
         client: Option<IpAddr>,
     ) -> Result<Developer, ApiError> {
@@ -265,27 +311,19 @@ impl Authenticator {
             ));
         }
 
-        let cell = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let reviewer = reviewer?;
+
+        let entry = InflightEntry::join(&self.inflight, key);
         let mut reviewed_here = false;
-        let outcome = cell
+        let outcome = entry
+            .cell
             .get_or_init(|| {
                 reviewed_here = true;
                 self.review_and_remember(reviewer, token, key, client)
             })
             .await
             .clone();
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                inflight.remove(&key);
-            }
-        }
+        drop(entry);
         if !reviewed_here {
             // Answered by another request's TokenReview of the same token.
             self.metrics.tokenreview_cache_hits.inc();

@@ -17,6 +17,21 @@ struct FakeReviewer {
     unreachable: bool,
 }
 
+impl FakeReviewer {
+    fn as_dyn(&self) -> Result<&dyn TokenReviewer, ApiError> {
+        Ok(self)
+    }
+}
+
+/// A TokenReview that never answers: the API server hangs.
+struct HangingReviewer;
+
+impl TokenReviewer for HangingReviewer {
+    fn review<'a>(&'a self, _token: &'a str) -> BoxFuture<'a, Result<ReviewStatus, ApiError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
 impl TokenReviewer for FakeReviewer {
     fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<ReviewStatus, ApiError>> {
         Box::pin(async move {
@@ -208,7 +223,10 @@ async fn one_review_per_token_then_cache_hits() {
     let reviewer = FakeReviewer::default();
     let h = headers(&user_token(ALICE));
     for _ in 0..5 {
-        let developer = auth.authenticate(&reviewer, &h, CLIENT).await.unwrap();
+        let developer = auth
+            .authenticate(reviewer.as_dyn(), &h, CLIENT)
+            .await
+            .unwrap();
         assert_eq!(developer.name, "alice");
     }
     assert_eq!(reviewer.calls(), 1);
@@ -221,8 +239,10 @@ async fn concurrent_requests_share_one_review() {
     let (auth, _) = authenticator(10);
     let reviewer = FakeReviewer::default();
     let h = headers(&user_token(ALICE));
-    let results =
-        futures::future::join_all((0..20).map(|_| auth.authenticate(&reviewer, &h, CLIENT))).await;
+    let results = futures::future::join_all(
+        (0..20).map(|_| auth.authenticate(reviewer.as_dyn(), &h, CLIENT)),
+    )
+    .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(reviewer.calls(), 1);
 }
@@ -233,7 +253,10 @@ async fn failures_are_cached_too() {
     let reviewer = FakeReviewer::default();
     let h = headers(&token(serde_json::json!({"nothing": "here"})));
     for _ in 0..3 {
-        let err = auth.authenticate(&reviewer, &h, CLIENT).await.unwrap_err();
+        let err = auth
+            .authenticate(reviewer.as_dyn(), &h, CLIENT)
+            .await
+            .unwrap_err();
         assert_eq!(err.status().as_u16(), 401);
         assert!(err.to_string().contains("invalid bearer token"), "{err}");
     }
@@ -246,13 +269,13 @@ async fn forbidden_and_unauthorized_answers() {
     let reviewer = FakeReviewer::default();
     let manager = headers(&user_token("system:serviceaccount:devenv:devenv-manager"));
     let err = auth
-        .authenticate(&reviewer, &manager, CLIENT)
+        .authenticate(reviewer.as_dyn(), &manager, CLIENT)
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 403);
     let other_audience = headers(&token(serde_json::json!({"sub": ALICE, "aud": "other"})));
     let err = auth
-        .authenticate(&reviewer, &other_audience, CLIENT)
+        .authenticate(reviewer.as_dyn(), &other_audience, CLIENT)
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 401);
@@ -263,7 +286,7 @@ async fn a_token_that_is_no_jwt_costs_no_review() {
     let (auth, _) = authenticator(10);
     let reviewer = FakeReviewer::default();
     let err = auth
-        .authenticate(&reviewer, &headers("hunter2"), CLIENT)
+        .authenticate(reviewer.as_dyn(), &headers("hunter2"), CLIENT)
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 401);
@@ -275,11 +298,13 @@ async fn junk_tokens_are_bounded_per_client_address() {
     let (auth, metrics) = authenticator(5);
     let reviewer = FakeReviewer::default();
     let alice = headers(&user_token(ALICE));
-    auth.authenticate(&reviewer, &alice, CLIENT).await.unwrap();
+    auth.authenticate(reviewer.as_dyn(), &alice, CLIENT)
+        .await
+        .unwrap();
     let mut too_many = 0;
     for i in 0..50 {
         let junk = headers(&token(serde_json::json!({ "junk": i })));
-        match auth.authenticate(&reviewer, &junk, CLIENT).await {
+        match auth.authenticate(reviewer.as_dyn(), &junk, CLIENT).await {
             Err(ApiError::TooManyFailedAuthentications(_)) => too_many += 1,
             Err(e) => assert_eq!(e.status().as_u16(), 401),
             Ok(d) => panic!("junk authenticated as {d:?}"),
@@ -292,16 +317,18 @@ async fn junk_tokens_are_bounded_per_client_address() {
     let other = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
     let junk = headers(&token(serde_json::json!({ "junk": "x" })));
     let err = auth
-        .authenticate(&reviewer, &junk, other)
+        .authenticate(reviewer.as_dyn(), &junk, other)
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 401);
     // A known good token from the flooding address still works, from the
     // cache; but a new token from it must wait: its budget is spent.
-    auth.authenticate(&reviewer, &alice, CLIENT).await.unwrap();
+    auth.authenticate(reviewer.as_dyn(), &alice, CLIENT)
+        .await
+        .unwrap();
     let err = auth
         .authenticate(
-            &reviewer,
+            reviewer.as_dyn(),
             &headers(&user_token("system:serviceaccount:devenv:devenv-bob")),
             CLIENT,
         )
@@ -316,7 +343,9 @@ async fn good_tokens_do_not_spend_the_failure_budget() {
     let reviewer = FakeReviewer::default();
     for i in 0..20 {
         let h = headers(&token(serde_json::json!({ "sub": ALICE, "n": i })));
-        auth.authenticate(&reviewer, &h, CLIENT).await.unwrap();
+        auth.authenticate(reviewer.as_dyn(), &h, CLIENT)
+            .await
+            .unwrap();
     }
     assert_eq!(reviewer.calls(), 20);
 }
@@ -330,7 +359,10 @@ async fn an_unreachable_api_server_is_503_and_nothing_is_cached() {
     };
     let h = headers(&user_token(ALICE));
     for _ in 0..3 {
-        let err = auth.authenticate(&reviewer, &h, CLIENT).await.unwrap_err();
+        let err = auth
+            .authenticate(reviewer.as_dyn(), &h, CLIENT)
+            .await
+            .unwrap_err();
         assert_eq!(err.status().as_u16(), 503);
     }
     // Asked each time (not cached), and the outage did not spend the budget.
@@ -348,8 +380,12 @@ async fn answers_are_not_kept_past_the_tokens_expiry() {
         .as_secs()
         - 60;
     let h = headers(&token(serde_json::json!({ "sub": ALICE, "exp": exp })));
-    auth.authenticate(&reviewer, &h, CLIENT).await.unwrap();
-    auth.authenticate(&reviewer, &h, CLIENT).await.unwrap();
+    auth.authenticate(reviewer.as_dyn(), &h, CLIENT)
+        .await
+        .unwrap();
+    auth.authenticate(reviewer.as_dyn(), &h, CLIENT)
+        .await
+        .unwrap();
     assert_eq!(reviewer.calls(), 2);
 }
 
@@ -408,4 +444,51 @@ fn usernames_every_reserved_and_malformed_case() {
     for username in malformed {
         assert_eq!(parse(username), None, "{username:?}");
     }
+}
+
+#[tokio::test]
+async fn what_needs_no_api_server_is_401_without_one() {
+    let (auth, metrics) = authenticator(10);
+    let no_cluster = || Err(ApiError::Unavailable("waiting for a cluster".into()));
+    let mut wrong_type = headers(&user_token(ALICE));
+    wrong_type.insert("x-auth-type", HeaderValue::from_static("basic"));
+    let mut basic = HeaderMap::new();
+    basic.insert(
+        warp::http::header::AUTHORIZATION,
+        HeaderValue::from_static("Basic YWxpY2U6c2VjcmV0"),
+    );
+    for (name, h) in [
+        ("no Authorization", HeaderMap::new()),
+        ("Basic scheme", basic),
+        ("wrong X-Auth-Type", wrong_type),
+        ("not a JWT", headers("hunter2")),
+    ] {
+        let err = auth
+            .authenticate(no_cluster(), &h, CLIENT)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().as_u16(), 401, "{name}: {err:?}");
+    }
+    // Only a token that needs a TokenReview waits for the cluster.
+    let err = auth
+        .authenticate(no_cluster(), &headers(&user_token(ALICE)), CLIENT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().as_u16(), 503);
+    assert_eq!(metrics.tokenreview_requests.get(), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_request_leaves_no_review_in_flight() {
+    let (auth, _) = authenticator(10);
+    let h = headers(&user_token(ALICE));
+    {
+        let request = auth.authenticate(Ok(&HangingReviewer), &h, CLIENT);
+        tokio::pin!(request);
+        // Polled once: the TokenReview is in flight, the entry in the map.
+        assert!(futures::poll!(request.as_mut()).is_pending());
+        assert_eq!(auth.reviews_in_flight(), 1);
+        // The client resets its stream: hyper drops the request future.
+    }
+    assert_eq!(auth.reviews_in_flight(), 0);
 }

@@ -41,7 +41,8 @@ use crate::config::{Config, DevenvConfig};
 use crate::k8s::Client;
 use crate::metrics::Metrics;
 use crate::probes::{Health, State};
-use crate::tls::{self, ReloadingResolver, ServeOptions};
+use crate::server;
+use crate::tls::ReloadingResolver;
 use auth::{Authenticator, KubeTokenReviewer};
 use error::ApiError;
 use pods::PodCache;
@@ -161,7 +162,6 @@ pub async fn spawn(
     health: Arc<Health>,
     shutdown: CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-    on_reload: impl Fn(&ReloadingResolver) + Send + Sync + 'static,
 ) -> anyhow::Result<SocketAddr> {
     let resolver = Arc::new(
         ReloadingResolver::new(&config.api.cert_dir).with_context(|| {
@@ -175,6 +175,12 @@ pub async fn spawn(
         .await
         .with_context(|| format!("cannot listen for the pod API on {}", config.api.bind))?;
     let addr = listener.local_addr()?;
+    let settings = server::Listener {
+        name: "api",
+        transport: crate::serve::tls_transport(resolver, &metrics, "api"),
+        limits: config.api.limits.clone(),
+        metrics: metrics.listeners.clone(),
+    };
     let api = PodApi::new(config, metrics);
     health.set(
         HEALTH_PART,
@@ -185,13 +191,11 @@ pub async fn spawn(
     {
         let (api, shutdown) = (api.clone(), shutdown.clone());
         tasks.spawn(async move {
-            tls::serve(
+            server::serve(
                 listener,
-                resolver,
+                settings,
                 warp::service(routes::routes(api)),
-                ServeOptions::new("api"),
                 shutdown,
-                on_reload,
             )
             .await;
             Ok(())

@@ -21,7 +21,7 @@ use super::pods::{Deleted, delete_developers_pod, is_developers_pod};
 use super::view::{DeleteResult, PodList, PodSummary};
 use super::{PodApi, json_response, openapi, version};
 use crate::names::is_dns1123_label;
-use crate::tls::PeerAddr;
+use crate::server::PeerAddr;
 
 /// A request may take this long, TokenReview and delete included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -290,11 +290,16 @@ async fn answer(
         }
         _ => {}
     }
-    let backend = api.backend()?;
+    let backend = api.backend();
+    let reviewer = match &backend {
+        Ok(backend) => Ok(&backend.reviewer as &dyn super::auth::TokenReviewer),
+        Err(e) => Err(e.clone()),
+    };
     let developer = api
         .authenticator
-        .authenticate(&backend.reviewer, &request.headers, request.client)
+        .authenticate(reviewer, &request.headers, request.client)
         .await?;
+    let backend = backend?;
     tracing::Span::current().record("developer", developer.name.as_str());
     caller.developer = Some(developer.name.clone());
     api.developer_limit

@@ -1,9 +1,9 @@
-//! TLS for both HTTPS listeners: certificates (generated or loaded), a
-//! resolver that picks up rotated files, and one server helper.
+//! TLS for both HTTPS listeners: certificates (generated or loaded) and a
+//! resolver that picks up rotated files. The server itself is
+//! [`crate::server`].
 
 mod certs;
 mod resolver;
-mod server;
 
 use std::path::PathBuf;
 
@@ -12,7 +12,6 @@ pub use certs::{
     load_key, not_after,
 };
 pub use resolver::ReloadingResolver;
-pub use server::{PeerAddr, ServeOptions, serve};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -54,12 +54,15 @@ pub fn denial_message(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
-/// Why a request is not a usable AdmissionReview: answered with HTTP 400 and
-/// this one-line reason (the API server logs it).
+/// Why a request is not a usable AdmissionReview: answered with HTTP 400 (or
+/// 503 when the server is out of room for bodies) and this one-line reason,
+/// which the API server logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
     #[error("body is not JSON: {0}")]
     NotJson(String),
+    #[error("body is not an AdmissionReview: expected a JSON object")]
+    NotAnAdmissionReview,
     #[error("unsupported AdmissionReview version {0:?}; only admission.k8s.io/v1 is served")]
     UnsupportedVersion(String),
     #[error("kind is {0:?}, expected AdmissionReview")]
@@ -70,10 +73,42 @@ pub enum ReviewError {
     MissingUid,
     #[error("AdmissionReview is malformed: {0}")]
     Malformed(String),
+    #[error("{0} is missing or null")]
+    MissingObject(&'static str),
+    #[error("{0} is not a JSON object")]
+    NotAnObject(&'static str),
     #[error("body exceeds {MAX_REVIEW_BYTES} bytes")]
     TooLarge,
     #[error("body was not received in time")]
     BodyTimeout,
     #[error("cannot read body: {0}")]
     Body(String),
+    #[error("too many request bodies in flight: {0}; retry shortly")]
+    Busy(crate::server::Exhausted),
+}
+
+impl ReviewError {
+    /// 503 for a server out of room (the client may retry), 400 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            ReviewError::Busy(_) => 503,
+            _ => 400,
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReviewError::NotJson(_) | ReviewError::NotAnAdmissionReview => "not-json",
+            ReviewError::UnsupportedVersion(_) | ReviewError::WrongKind(_) => "wrong-type",
+            ReviewError::MissingRequest | ReviewError::MissingUid | ReviewError::Malformed(_) => {
+                "malformed"
+            }
+            ReviewError::MissingObject(_) | ReviewError::NotAnObject(_) => "bad-object",
+            ReviewError::TooLarge => "too-large",
+            ReviewError::BodyTimeout => "body-timeout",
+            ReviewError::Body(_) => "body-error",
+            ReviewError::Busy(_) => "busy",
+        }
+    }
 }

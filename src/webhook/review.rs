@@ -1,17 +1,24 @@
-//! AdmissionReview v1 in, AdmissionReview v1 out. Parses the body, calls the
-//! pure decisions, and builds the response that echoes the request's uid.
+//! AdmissionReview v1 in, AdmissionReview v1 out. Parses the body once,
+//! calls the pure decisions, and builds the response that echoes the
+//! request's uid.
+//!
+//! The envelope is read with the objects left as raw JSON slices of the body
+//! (no copy, no `serde_json::Value`), then each object is decoded straight
+//! into the type the decision needs. kube's `AdmissionReview<K>` is not used
+//! for reading: its `#[serde(flatten)]` type meta makes serde buffer the
+//! whole review as a generic tree first, several times the body's size.
 
-use kube::core::admission::AdmissionResponse;
-use kube::core::{DynamicObject, Resource};
+use kube::core::Status;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::learnerspaces;
 use super::pod_view::PodView;
 use super::pods::{PodDecision, PodPolicy};
 use super::{ReviewError, denial_message};
 use crate::config::{Config, OperatorConfig};
-use crate::k8s::{AdmissionRequest, AdmissionReview, Operation};
+use crate::k8s::{DynamicObject, Operation};
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -22,10 +29,41 @@ pub struct Webhook {
     operator: OperatorConfig,
 }
 
+/// The answer to one review, as the API server reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    /// Why, when denied.
+    pub result: Status,
+    /// RFC 6902 JSON Patch, serialized.
+    pub patch: Option<Vec<u8>>,
+    pub warnings: Option<Vec<String>>,
+}
+
+impl Response {
+    fn allow(uid: &str) -> Self {
+        Response {
+            uid: uid.to_string(),
+            allowed: true,
+            result: Status::default(),
+            patch: None,
+            warnings: None,
+        }
+    }
+
+    fn deny(mut self, message: String) -> Self {
+        self.allowed = false;
+        self.result.message = message;
+        self.patch = None;
+        self
+    }
+}
+
 /// A decided review: the response to send and what to log about it.
 #[derive(Debug)]
 pub struct Outcome {
-    pub response: AdmissionResponse,
+    pub response: Response,
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -36,10 +74,8 @@ impl Outcome {
         self.response.allowed
     }
 
-    /// The JSON body of the AdmissionReview answer. Serialized here rather
-    /// than through kube's `AdmissionResponse`, which writes the patch as an
-    /// array of numbers: the API server also reads that, but base64 (Go's
-    /// `[]byte` encoding) is what it documents and a quarter of the size.
+    /// The JSON body of the AdmissionReview answer. The patch is base64
+    /// (Go's `[]byte` encoding), which is what the API server documents.
     pub fn to_json(&self) -> Vec<u8> {
         use base64::Engine;
         let r = &self.response;
@@ -82,79 +118,57 @@ impl Webhook {
 
     /// `POST /mutate/pods`.
     pub fn mutate_pods(&self, body: &[u8]) -> Result<Outcome, ReviewError> {
-        let request = match parse::<PodView>(body)? {
-            Parsed::Request(request) => *request,
-            Parsed::Undecodable(outcome) => return Ok(*outcome),
+        let request = &Envelope::parse(body)?;
+        let (object, old) = match request.objects::<PodView>()? {
+            Decoded::Objects(object, old) => (object, old),
+            Decoded::Passed => return Ok(request.outcome(Response::allow(&request.uid), "")),
+            Decoded::Undecodable(reason) => {
+                return Ok(request.outcome(invalid(request, reason), ""));
+            }
         };
         let namespace = request
             .namespace
             .clone()
-            .or_else(|| {
-                request
-                    .object
-                    .as_ref()
-                    .and_then(|p| p.metadata.namespace.clone())
-            })
+            .or_else(|| object.metadata.namespace.clone())
             .unwrap_or_default();
-        let mut response = AdmissionResponse::from(&request);
-        if let (Some(pod), Operation::Create | Operation::Update) =
-            (&request.object, &request.operation)
+        let mut response = Response::allow(&request.uid);
+        match self
+            .pods
+            .decide(&request.operation, &namespace, &object, old.as_deref())
         {
-            match self.pods.decide(
-                &request.operation,
-                &namespace,
-                pod,
-                request.old_object.as_ref(),
-            ) {
-                PodDecision::NotDevenv => {}
-                PodDecision::Allow { patch, .. } if patch.is_empty() => {}
-                PodDecision::Allow { patch, .. } => {
-                    response = response
-                        .with_patch(json_patch::Patch(patch))
-                        .map_err(|e| ReviewError::Malformed(e.to_string()))?;
-                }
-                PodDecision::Deny { errors, .. } => {
-                    response = response.deny(denial_message(&errors))
-                }
+            PodDecision::NotDevenv => {}
+            PodDecision::Allow { patch, .. } if patch.is_empty() => {}
+            PodDecision::Allow { patch, .. } => {
+                let patch = serde_json::to_vec(&json_patch::Patch(patch))
+                    .map_err(|e| ReviewError::Malformed(e.to_string()))?;
+                response.patch = Some(patch);
             }
+            PodDecision::Deny { errors, .. } => response = response.deny(denial_message(&errors)),
         }
-        Ok(outcome(&request, namespace, response))
+        Ok(request.outcome(response, &namespace))
     }
 
     /// `POST /validate/learnerspaces`.
     pub fn validate_learnerspaces(&self, body: &[u8]) -> Result<Outcome, ReviewError> {
-        let request = match parse::<DynamicObject>(body)? {
-            Parsed::Request(request) => *request,
-            Parsed::Undecodable(outcome) => return Ok(*outcome),
+        let request = &Envelope::parse(body)?;
+        let (object, old) = match request.objects::<DynamicObject>()? {
+            Decoded::Objects(object, old) => (object, old),
+            Decoded::Passed => return Ok(request.outcome(Response::allow(&request.uid), "")),
+            Decoded::Undecodable(reason) => {
+                return Ok(request.outcome(invalid(request, reason), ""));
+            }
         };
         let namespace = request.namespace.clone().unwrap_or_default();
-        let mut response = AdmissionResponse::from(&request);
-        if let (Some(object), Operation::Create | Operation::Update) =
-            (&request.object, &request.operation)
-        {
-            let old = request.old_object.as_ref().map(|o| &o.data);
-            let verdict = learnerspaces::validate(&self.operator, &object.data, old);
-            if !verdict.warnings.is_empty() {
-                response.warnings = Some(verdict.warnings.clone());
-            }
-            if !verdict.is_valid() {
-                response = response.deny(denial_message(&verdict.errors));
-            }
+        let mut response = Response::allow(&request.uid);
+        let verdict =
+            learnerspaces::validate(&self.operator, &object.data, old.as_ref().map(|o| &o.data));
+        if !verdict.warnings.is_empty() {
+            response.warnings = Some(verdict.warnings.clone());
         }
-        Ok(outcome(&request, namespace, response))
-    }
-}
-
-fn outcome<K: Resource>(
-    request: &AdmissionRequest<K>,
-    namespace: String,
-    response: AdmissionResponse,
-) -> Outcome {
-    Outcome {
-        response,
-        kind: request.kind.kind.clone(),
-        namespace,
-        name: request.name.clone(),
+        if !verdict.is_valid() {
+            response = response.deny(denial_message(&verdict.errors));
+        }
+        Ok(request.outcome(response, &namespace))
     }
 }
 
@@ -181,60 +195,147 @@ struct WireResponse<'a> {
     warnings: Option<&'a [String]>,
 }
 
-enum Parsed<K: Resource> {
-    Request(Box<AdmissionRequest<K>>),
-    /// A well-formed review whose object is not a `K`: denied, with its uid.
-    Undecodable(Box<Outcome>),
+/// The review as sent, with its objects still raw JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow, default)]
+    request: Option<Request<'a>>,
 }
 
-/// Typed decode first (the fast path); only when it fails is the body read
-/// again as plain JSON, to tell a bad review (HTTP 400) from a good review of
-/// a bad object (HTTP 200, denied).
-fn parse<K: Resource + DeserializeOwned>(body: &[u8]) -> Result<Parsed<K>, ReviewError> {
-    match serde_json::from_slice::<AdmissionReview<K>>(body) {
-        Ok(review) => {
-            check_type(&review.types.api_version, &review.types.kind)?;
-            let mut request = review.request.ok_or(ReviewError::MissingRequest)?;
-            if request.uid.is_empty() {
-                return Err(ReviewError::MissingUid);
-            }
-            request.types = review.types;
-            Ok(Parsed::Request(Box::new(request)))
+/// The fields of `request` the webhooks use; the rest (userInfo, options,
+/// ...) is skipped without being built.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    kind: Option<crate::k8s::GroupVersionKind>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: String,
+    operation: Operation,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+}
+
+/// What a request's objects decoded to.
+enum Decoded<K> {
+    /// The object, and on UPDATE the old one.
+    Objects(Box<K>, Option<Box<K>>),
+    /// An operation the webhooks do not decide on (DELETE, CONNECT): allowed.
+    Passed,
+    /// A JSON object that is not a `K`: denied, with the request's uid and
+    /// this reason.
+    Undecodable(String),
+}
+
+impl<'a> Envelope<'a> {
+    /// The one parse of the body; a review that is not a well-formed
+    /// `admission.k8s.io/v1` request is a [`ReviewError`] (HTTP 400).
+    fn parse(body: &'a [u8]) -> Result<Request<'a>, ReviewError> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            // Valid JSON or not, it is not an object: a derived struct
+            // would otherwise read a JSON array field by field.
+            return Err(ReviewError::NotAnAdmissionReview);
         }
-        Err(typed_error) => {
-            let value: Value =
-                serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
-            let text =
-                |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
-            check_type(&text(value.get("apiVersion")), &text(value.get("kind")))?;
-            let request = value
-                .get("request")
-                .filter(|r| r.is_object())
-                .ok_or(ReviewError::MissingRequest)?;
-            let uid = text(request.get("uid"));
-            if uid.is_empty() {
-                return Err(ReviewError::MissingUid);
+        let envelope: Envelope<'a> = serde_json::from_slice(body).map_err(|e| {
+            // serde_json reports some type errors (an enum given a number) as
+            // syntax errors; only on this error path, a scan that builds
+            // nothing tells a malformed review from a body that is not JSON.
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => ReviewError::Malformed(e.to_string()),
+                Err(_) => ReviewError::NotJson(e.to_string()),
             }
-            // The envelope is fine; decode it again without the objects to
-            // learn which part was malformed.
-            let mut bare = request.clone();
-            if let Some(map) = bare.as_object_mut() {
-                map.remove("object");
-                map.remove("oldObject");
-            }
-            if let Err(e) = serde_json::from_value::<AdmissionRequest<DynamicObject>>(bare) {
-                return Err(ReviewError::Malformed(format!("request: {e}")));
-            }
-            let mut response = AdmissionResponse::invalid(format!("object: {typed_error}"));
-            response.uid = uid;
-            Ok(Parsed::Undecodable(Box::new(Outcome {
-                response,
-                kind: text(request.get("kind").and_then(|k| k.get("kind"))),
-                namespace: text(request.get("namespace")),
-                name: text(request.get("name")),
-            })))
+        })?;
+        check_type(&envelope.api_version, &envelope.kind)?;
+        let request = envelope.request.ok_or(ReviewError::MissingRequest)?;
+        if request.uid.is_empty() {
+            return Err(ReviewError::MissingUid);
+        }
+        Ok(request)
+    }
+}
+
+impl Request<'_> {
+    /// Decodes `object` (and on UPDATE `oldObject`). On CREATE and UPDATE a
+    /// missing, `null` or non-object one is a [`ReviewError::MissingObject`]:
+    /// malformed input fails closed, never `allowed: true`.
+    fn objects<K: DeserializeOwned>(&self) -> Result<Decoded<K>, ReviewError> {
+        let update = match self.operation {
+            Operation::Create => false,
+            Operation::Update => true,
+            _ => return Ok(Decoded::Passed),
+        };
+        let object = required("request.object", self.object)?;
+        let old = if update {
+            Some(required("request.oldObject", self.old_object)?)
+        } else {
+            None
+        };
+        let decode = |field: &str, raw: &RawValue| {
+            serde_json::from_str::<K>(raw.get())
+                .map(Box::new)
+                .map_err(|e| format!("{field}: {e}"))
+        };
+        let decoded = decode("object", object).and_then(|object| {
+            let old = old.map(|raw| decode("oldObject", raw)).transpose()?;
+            Ok((object, old))
+        });
+        Ok(match decoded {
+            Ok((object, old)) => Decoded::Objects(object, old),
+            Err(reason) => Decoded::Undecodable(reason),
+        })
+    }
+
+    fn outcome(&self, response: Response, namespace: &str) -> Outcome {
+        Outcome {
+            response,
+            kind: self
+                .kind
+                .as_ref()
+                .map(|k| k.kind.clone())
+                .unwrap_or_default(),
+            namespace: if namespace.is_empty() {
+                self.namespace.clone().unwrap_or_default()
+            } else {
+                namespace.to_string()
+            },
+            name: self.name.clone(),
         }
     }
+}
+
+/// The answer to a review whose object could not be read: denied.
+fn invalid(request: &Request<'_>, reason: String) -> Response {
+    let mut response = Response::allow(&request.uid);
+    response.allowed = false;
+    response.result = Status::failure(&reason, "InvalidRequest");
+    response
+}
+
+fn required<'a>(
+    field: &'static str,
+    raw: Option<&'a RawValue>,
+) -> Result<&'a RawValue, ReviewError> {
+    match raw {
+        Some(raw) if is_json_object(raw) => Ok(raw),
+        Some(_) => Err(ReviewError::NotAnObject(field)),
+        None => Err(ReviewError::MissingObject(field)),
+    }
+}
+
+fn is_json_object(raw: &RawValue) -> bool {
+    raw.get().starts_with('{')
 }
 
 fn check_type(api_version: &str, kind: &str) -> Result<(), ReviewError> {

@@ -142,3 +142,56 @@ pub async fn install_crd(client: kube::Client) -> kube::discovery::ApiResource {
         plural: "learnerspaces".into(),
     }
 }
+
+/// A raw TLS connection to `addr` that verifies the CA in `ca_file` and
+/// offers exactly `alpn` (`h2`, `http/1.1`): for tests that speak bytes, not
+/// HTTP (idle connections, a bare HTTP/2 preface, a body written before the
+/// answer is read).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca_file: &Path,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    devenv_manager::tls::install_crypto_provider();
+    let pem = std::fs::read(ca_file).expect("CA file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// Reads until the peer closes the connection (EOF or reset), returning what
+/// was read; panics if it stays open for `patience` (a hang guard for a test
+/// that would otherwise never end, not a measure of speed).
+pub async fn read_until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    patience: std::time::Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(patience, read_all)
+        .await
+        .expect("the server never closed the connection");
+    seen
+}
