@@ -9,7 +9,7 @@
 #     --build-arg DEVENV_BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) .
 #
 # Not built in this repository's CI (there is no container engine there):
-# see README "The container image".
+# see docs/install.md, "The image".
 
 ARG RUST_VERSION=1.95
 

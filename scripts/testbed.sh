@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test bed: a real kube-apiserver and etcd, compiled from the Go
-# module proxy at the versions pinned in testbed/go.mod (see the README,
+# module proxy at the versions pinned in testbed/go.mod (see docs/testbed.md,
 # "The test bed"). The binaries go to .testbed/bin (git-ignored) and are reused
 # while testbed/go.mod and testbed/go.sum are unchanged.
 #

@@ -1,4 +1,4 @@
-//! Configuration: a YAML file where every key is optional, SPEC.md's defaults,
+//! Configuration: a YAML file where every key is optional, docs/configuration.md defaults,
 //! and environment overrides for the common keys.
 //!
 //! Errors name the offending key (`webhook.bind: invalid socket address ...`),

@@ -141,7 +141,7 @@ async fn creates_every_object_and_a_second_pass_writes_nothing() {
     let ls = ready(&api, "john").await;
     let target = learner_namespace(&ls);
 
-    // Status, and the namespace SPEC.md names.
+    // Status, and the namespace docs/operator.md names.
     let status = ls.status.clone().unwrap();
     assert_eq!(status.observed_generation, ls.metadata.generation);
     assert_eq!(status.conditions[0].type_, "Ready");

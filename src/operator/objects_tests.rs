@@ -1,11 +1,11 @@
-//! The builders against SPEC.md section 2, field by field.
+//! The builders against docs/operator.md, field by field.
 
 use serde_json::{Value, json};
 
 use super::*;
 use crate::crd::LearnerSpace;
 
-/// The Learner Namespace Operator README's example.
+/// The example LearnerSpace of deploy/examples/learnerspace.yaml.
 fn example() -> LearnerSpace {
     serde_json::from_value(json!({
         "apiVersion": "aivo.dev/v1", "kind": "LearnerSpace",

@@ -1,4 +1,4 @@
-//! LearnerSpace validation: every rule of SPEC.md section 1, each error as
+//! LearnerSpace validation: every rule of docs/webhook.md, each error as
 //! `spec.field.path: reason`, all of them collected. Works on the raw JSON
 //! so that a wrong type is reported against its field instead of failing the
 //! whole decode.

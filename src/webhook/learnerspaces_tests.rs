@@ -1,4 +1,4 @@
-//! Every LearnerSpace rule of SPEC.md section 1.
+//! Every LearnerSpace rule of docs/webhook.md.
 
 use serde_json::{Value, json};
 
@@ -13,7 +13,7 @@ fn fields(v: &Validation) -> Vec<&str> {
     v.errors.iter().map(|e| e.field.as_str()).collect()
 }
 
-/// The Learner Namespace Operator README's example.
+/// The example LearnerSpace of deploy/examples/learnerspace.yaml.
 fn example() -> Value {
     json!({
         "learnerId": "john.doe",

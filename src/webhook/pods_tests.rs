@@ -1,4 +1,4 @@
-//! Every rule of SPEC.md section 1 for pods, one table or test each.
+//! Every rule of docs/webhook.md for pods, one table or test each.
 
 use json_patch::PatchOperation;
 use serde_json::{Value, json};
@@ -179,7 +179,7 @@ fn a_matching_label_is_kept() {
 fn our_own_volume_is_kept_and_completed_with_the_ca() {
     let p = policy();
     let mut value = devenv_pod("devenv-alice");
-    // What the DevEnv README's StatefulSet declares, after API server defaulting.
+    // A workspace's own token volume (as in deploy/examples/), after API server defaulting.
     value["spec"]["volumes"] = json!([{
         "name": "devenv-manager-token",
         "projected": {"defaultMode": 420, "sources": [
