@@ -26,15 +26,23 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     // Re-run when HEAD moves (a commit, a checkout), not on every source edit.
-    for path in ["HEAD", "packed-refs"] {
-        if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+    // Only files that exist: cargo re-runs a script on every build when a
+    // file it watches is missing (a fresh clone has no `packed-refs`), and
+    // with it recompiles the crate.
+    let mut watched = vec![git(&["rev-parse", "--git-path", "HEAD"])];
+    watched.push(git(&["rev-parse", "--git-path", "packed-refs"]));
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git(&["rev-parse", "--git-path", &branch]));
+    }
+    for file in watched.into_iter().flatten() {
+        if std::path::Path::new(&file).exists() {
             println!("cargo:rerun-if-changed={file}");
         }
     }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(file) = git(&["rev-parse", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={file}");
-        }
+    if git(&["rev-parse", "--git-dir"]).is_none() {
+        // No repository (a source tarball, the Docker build): nothing to
+        // watch, so run once instead of on every build.
+        println!("cargo:rerun-if-changed=build.rs");
     }
 
     let commit = std::env::var("DEVENV_GIT_COMMIT")
@@ -56,23 +64,11 @@ fn main() {
     println!("cargo:rustc-env=DEVENV_BUILD_DATE={date}");
 }
 
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 fn rfc3339(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rem = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    let seconds = i64::try_from(seconds).unwrap_or(0);
+    jiff::Timestamp::from_second(seconds)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }

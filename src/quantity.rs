@@ -143,7 +143,7 @@ impl fmt::Display for Quantity {
         }
         let mut mantissa = self.nanos.unsigned_abs();
         let mut zeros = 0;
-        while mantissa % 10 == 0 {
+        while mantissa.is_multiple_of(10) {
             mantissa /= 10;
             zeros += 1;
         }

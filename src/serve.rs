@@ -41,10 +41,10 @@ impl Running {
         let mut result = Ok(());
         while let Some(joined) = self.tasks.join_next().await {
             let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
-            if let Err(e) = outcome {
-                if result.is_ok() {
-                    result = Err(e);
-                }
+            if let Err(e) = outcome
+                && result.is_ok()
+            {
+                result = Err(e);
             }
             if !self.shutdown.is_cancelled() {
                 // A part stopped on its own: that is a failure of the whole.
@@ -72,10 +72,8 @@ fn ensure_certificates(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for the {what} on {addr}"))
+pub(crate) fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    server::bind(addr).with_context(|| format!("cannot listen for the {what} on {addr}"))
 }
 
 /// Binds every listener and starts every part; returns once they are serving.
@@ -116,8 +114,8 @@ pub async fn start_with_identity(
             )
         })?,
     );
-    let webhook_listener = bind(config.webhook.bind, "webhook").await?;
-    let metrics_listener = bind(config.metrics.bind, "metrics").await?;
+    let webhook_listener = bind(config.webhook.bind, "webhook")?;
+    let metrics_listener = bind(config.metrics.bind, "metrics")?;
     let webhook_addr = webhook_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 

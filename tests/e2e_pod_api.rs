@@ -524,13 +524,9 @@ fn sign_token(bed: &testbed::TestBed, ns: &str, sa: &ServiceAccount, exp: i64) -
     let dir = bed.dir()?;
     let key_pem = std::fs::read(dir.join("service-account.key")).unwrap();
     let pub_pem = std::fs::read(dir.join("service-account.pub")).unwrap();
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .unwrap()
-        .unwrap();
-    let public = rustls_pemfile::public_keys(&mut pub_pem.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem).unwrap();
+    let public = rustls::pki_types::SubjectPublicKeyInfoDer::from_pem_slice(&pub_pem).unwrap();
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     // The API server's key id: base64url(SHA-256(DER public key)).
     let kid = b64(ring::digest::digest(&ring::digest::SHA256, public.as_ref()).as_ref());

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -171,9 +170,7 @@ pub async fn spawn(
             )
         })?,
     );
-    let listener = TcpListener::bind(config.api.bind)
-        .await
-        .with_context(|| format!("cannot listen for the pod API on {}", config.api.bind))?;
+    let listener = crate::serve::bind(config.api.bind, "pod API")?;
     let addr = listener.local_addr()?;
     let settings = server::Listener {
         name: "api",

@@ -222,13 +222,12 @@ async fn handle(api: Arc<PodApi>, request: Request) -> warp::reply::Response {
     let mut caller = Caller::default();
     let outcome = async {
         let route = parsed.map_err(|(error, _)| error)?;
-        if let Some(length) = content_length(&request.headers) {
-            if length > MAX_BODY_BYTES {
+        if let Some(length) = content_length(&request.headers)
+            && length > MAX_BODY_BYTES {
                 return Err(ApiError::BadRequest(format!(
                     "request bodies over {MAX_BODY_BYTES} bytes are refused; no route takes one"
                 )));
             }
-        }
         match tokio::time::timeout(REQUEST_TIMEOUT, answer(&api, route, &request, &mut caller))
             .await
         {
@@ -310,13 +309,13 @@ async fn answer(
     let mine = |pod: &crate::k8s::Pod| is_developers_pod(devenv, pod, &developer.name);
     match route {
         Route::ListPods { namespace } => {
-            if let Some(ns) = &namespace {
-                if !devenv.namespaces.contains(ns) {
-                    return Err(ApiError::BadRequest(format!(
-                        "namespace {ns:?} is not a devenv namespace ({})",
-                        devenv.namespaces.join(", ")
-                    )));
-                }
+            if let Some(ns) = &namespace
+                && !devenv.namespaces.contains(ns)
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "namespace {ns:?} is not a devenv namespace ({})",
+                    devenv.namespaces.join(", ")
+                )));
             }
             let items = backend
                 .pods

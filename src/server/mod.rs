@@ -70,10 +70,30 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// HTTP/2 flow-control windows: what a client may send before we read it.
 /// Small windows bound the memory an unread stream holds; 64 KiB per stream
 /// still moves a 3 MiB review in well under a millisecond per round trip.
+/// The connection's window holds sixteen streams' worth, so a few streams
+/// whose bodies are not read yet do not stall the others.
 const STREAM_WINDOW: u32 = 64 * 1024;
-const CONNECTION_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// After a deadline asks a connection to close, how long it may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Connections the kernel may hold for a listener before it is accepted.
+/// Past the backlog, Linux silently drops a client's final handshake ACK: the
+/// client believes it is connected to a server that never saw it, and no
+/// deadline here can close it. Linux caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (tokio's `bind` uses 1024).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Builds the rustls configuration: certificates from the resolver, ALPN h2
 /// then http/1.1.

@@ -7,6 +7,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 
@@ -121,9 +122,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         path: path.into(),
         source,
     })?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Io {
+        .map_err(|source| TlsError::Pem {
             path: path.into(),
             source,
         })?;
@@ -139,12 +140,13 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.into(),
         source,
     })?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|source| TlsError::Io {
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|source| match source {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey(path.into()),
+        source => TlsError::Pem {
             path: path.into(),
             source,
-        })?
-        .ok_or_else(|| TlsError::NoKey(path.into()))
+        },
+    })
 }
 
 /// The `notAfter` of a DER certificate, as Unix seconds.

@@ -20,6 +20,11 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("{0}: no PEM certificate found")]
     NoCertificate(PathBuf),
     #[error("{0}: no PEM private key found")]

@@ -17,6 +17,12 @@ use crate::server::{BodyBudget, Reservation, limits};
 
 /// A body of unknown length is reserved from the budget in steps of this.
 const RESERVE_STEP: usize = 64 * 1024;
+/// A body declared larger than this does not wait for room in the budget:
+/// it is refused at once when there is none. Waiting streams hold their
+/// unread data in the HTTP/2 connection window, so letting large ones wait
+/// would stall every other stream of their connection; ordinary reviews are
+/// a few KiB and do wait.
+const WAIT_AT_MOST_FOR: usize = 256 * 1024;
 /// An oversized body is read and thrown away up to this much before the 400
 /// is sent, so that a client that writes its whole body before reading (as
 /// most HTTP/1.1 clients do) reads the answer instead of a reset: nginx's
@@ -201,8 +207,13 @@ where
     let mut reservation = budget.empty();
     // A declared length is reserved whole, before anything is read.
     let first = length.map_or(RESERVE_STEP, |l| l as usize).max(1);
+    let wait = if first > WAIT_AT_MOST_FOR {
+        Duration::ZERO
+    } else {
+        limits.budget_wait
+    };
     reservation
-        .grow(budget, first, limits.budget_wait)
+        .grow(budget, first, wait)
         .await
         .map_err(ReviewError::Busy)?;
     let mut body = BytesMut::with_capacity(first);

@@ -64,16 +64,64 @@ impl LoadResult {
 }
 
 fn connector(ca: &[u8]) -> TlsConnector {
+    connector_for(ca, b"http/1.1")
+}
+
+/// A TLS client that trusts only `ca` and offers exactly `alpn`.
+fn connector_for(ca: &[u8], alpn: &[u8]) -> TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+    for cert in CertificateDer::pem_slice_iter(ca) {
         roots.add(cert.expect("CA PEM")).expect("CA certificate");
     }
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     TlsConnector::from(Arc::new(config))
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A TLS connection to `127.0.0.1:port` offering `alpn`.
+pub async fn tls_connect(
+    port: u16,
+    ca: &[u8],
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    Ok(connector_for(ca, alpn)
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?)
+}
+
+/// One keep-alive HTTP/1.1 connection that posts JSON.
+pub struct Client {
+    sender: Sender,
+}
+
+impl Client {
+    pub async fn connect(port: u16, ca: &[u8]) -> Result<Client, Error> {
+        Ok(Client {
+            sender: connect(port, &connector(ca)).await?,
+        })
+    }
+
+    /// The status of a POST of `body` to `path`, its answer read whole.
+    pub async fn post(&mut self, path: &str, body: &[u8]) -> Result<u16, Error> {
+        let request = hyper::Request::post(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_vec())))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok(status)
+    }
 }
 
 type Sender = http1::SendRequest<Full<Bytes>>;
@@ -279,10 +327,10 @@ pub fn spawn_serve(mut command: std::process::Command, log: Option<std::path::Pa
             .next()
             .expect("serve logs its addresses")
             .expect("log line");
-        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
-            if entry.get("webhook_addr").is_some() {
-                break entry;
-            }
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+            && entry.get("webhook_addr").is_some()
+        {
+            break entry;
         }
     };
     std::thread::spawn(move || {
