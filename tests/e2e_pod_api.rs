@@ -455,11 +455,11 @@ async fn a_pod_labelled_for_you_but_running_as_default_is_not_yours() {
         return;
     };
     let alice = f.developer("alice").await;
-    f.pod("mine", Some("alice"), "devenv-alice").await;
     f.pod("planted", Some("alice"), "default").await;
+    f.pod("mine", Some("alice"), "devenv-alice").await;
 
-    // The list is complete (the cache has both pods, "mine" shows) and
-    // "planted" is not in it.
+    // A watch delivers events in order: once "mine" shows, the cache holds
+    // "planted" too, and it is not in the list.
     f.wait_for_list(&alice, &["mine"]).await;
     let get = f.on_pod("GET", "planted", Some(&alice)).await;
     assert_error(&get, 404, "NotFound");
