@@ -342,10 +342,20 @@ impl Config {
         if d.audience.is_empty() {
             return Err(invalid("devenv.audience", "must not be empty".into()));
         }
-        if !d.manager_url.starts_with("https://") && !d.manager_url.starts_with("http://") {
+        if d.manager_url.starts_with("http://") {
+            // Devenv pods send their tokens to this URL.
             return Err(invalid(
                 "devenv.managerUrl",
-                format!("{:?} is not an http(s) URL", d.manager_url),
+                format!(
+                    "{:?} is plain http: devenv pods would send their tokens in clear text; use https://",
+                    d.manager_url
+                ),
+            ));
+        }
+        if !d.manager_url.starts_with("https://") {
+            return Err(invalid(
+                "devenv.managerUrl",
+                format!("{:?} is not an https URL", d.manager_url),
             ));
         }
         if !(600..=86_400 * 2).contains(&d.token_expiration_seconds) {
@@ -522,6 +532,17 @@ mod tests {
                 .to_string()
                 .contains("tokenExpirationSeconds")
         );
+
+        let mut c = Config::default();
+        c.devenv.manager_url = "http://devenv-manager.devenv-system.svc:8080".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("devenv.managerUrl: ") && err.contains("clear text"),
+            "{err}"
+        );
+        c.devenv.manager_url = "ftp://m".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("not an https URL"), "{err}");
 
         let mut c = Config::default();
         c.api.developer_requests_per_second = 0.0;
