@@ -393,7 +393,6 @@ fn render_prints_every_object_of_the_readme_example() {
         ("ResourceQuota", "learner-quota"),
         ("LimitRange", "learner-limits"),
         ("ServiceAccount", "learner"),
-        ("Role", "learner"),
         ("RoleBinding", "learner"),
         ("ConfigMap", "vault-secret-paths"),
     ] {
@@ -402,6 +401,10 @@ fn render_prints_every_object_of_the_readme_example() {
             "{expected:?} missing from {kinds:?}"
         );
     }
+    assert!(
+        !kinds.iter().any(|(kind, _)| *kind == "Role"),
+        "the learner's rights are the devenv-learner ClusterRole, bound: {kinds:?}"
+    );
     let not_ls = run(&["render", "-f", "examples/manifests.yaml"], None);
     assert!(
         not_ls.status.success(),
