@@ -27,7 +27,8 @@ use devenv_manager::config::Config;
 use devenv_manager::webhook::registration::{self, Endpoint};
 use devenv_manager::webhook::{Webhook, learnerspaces, offline};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
@@ -363,6 +364,12 @@ fn check_document(doc: &Value) -> Result<(), String> {
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
             check_typed::<ValidatingWebhookConfiguration>(doc)
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            check_typed::<ValidatingAdmissionPolicy>(doc)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            check_typed::<ValidatingAdmissionPolicyBinding>(doc)
+        }
         // The spec is the webhook's to judge (unknown spec fields are only
         // warnings there; here they are errors); the rest is ObjectMeta.
         ("aivo.dev/v1", "LearnerSpace") => {
@@ -469,6 +476,8 @@ struct Call {
     scope: Scope,
     group: &'static str,
     resource: &'static str,
+    /// The one object the call is about (`resourceNames`), or "" for any.
+    name: &'static str,
     verbs: &'static [&'static str],
     /// Where in the code (and why).
     at: &'static str,
@@ -485,6 +494,7 @@ const fn call(
         scope,
         group,
         resource,
+        name: "",
         verbs,
         at,
     }
@@ -496,9 +506,10 @@ const fn call(
 /// the object as a create. Update this list when the code changes; the test
 /// compares it with the RBAC in `deploy/rbac.yaml` both ways.
 ///
-/// The escalation grants (the operator must hold what the learner Role it
-/// creates grants) are not listed here: they are read from the Role the
-/// operator builds, `operator::objects::desired(..).role`.
+/// The `bind` on the learner's ClusterRole (RBAC lets the operator write a
+/// RoleBinding to a role it holds `bind` on without holding the role's
+/// rules) is not listed here: it is read from the RoleBinding the operator
+/// builds, `operator::objects::desired(..).role_binding`.
 const CODE_CALLS: &[Call] = &[
     // --- the operator, src/operator/ ---
     call(
@@ -555,7 +566,21 @@ const CODE_CALLS: &[Call] = &[
         "",
         "namespaces",
         &["create", "patch"],
-        "reconcile.rs ensure: server-side apply of the learner namespace",
+        "reconcile.rs ensure: server-side apply of a learner namespace that drifted",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["get"],
+        "reconcile.rs apply: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["create"],
+        "reconcile.rs apply_all: create of a learner namespace that does not exist",
     ),
     call(
         Scope::Cluster,
@@ -609,16 +634,16 @@ const CODE_CALLS: &[Call] = &[
     call(
         Scope::Cluster,
         "rbac.authorization.k8s.io",
-        "roles",
+        "rolebindings",
         &["list", "watch", "create", "patch"],
-        "controller.rs watch::<Role>(Api::all); reconcile.rs ensure",
+        "controller.rs watch::<RoleBinding>(Api::all); reconcile.rs ensure",
     ),
     call(
         Scope::Cluster,
         "rbac.authorization.k8s.io",
         "rolebindings",
-        &["list", "watch", "create", "patch"],
-        "controller.rs watch::<RoleBinding>(Api::all); reconcile.rs ensure",
+        &["delete"],
+        "reconcile.rs remove_binding_to_another_role: a roleRef cannot change",
     ),
     call(
         Scope::Cluster,
@@ -665,8 +690,9 @@ const CODE_CALLS: &[Call] = &[
     ),
 ];
 
-/// One grant: (scope, namespace or "", group, resource, verb).
-type Grant = (Scope, String, String, String, String);
+/// One grant: (scope, namespace or "", group, resource, resource name or
+/// "" for any, verb).
+type Grant = (Scope, String, String, String, String, String);
 
 /// What the code needs, for the namespaces of `config`.
 fn needed(config: &Config) -> BTreeMap<Grant, Vec<String>> {
@@ -678,39 +704,41 @@ fn needed(config: &Config) -> BTreeMap<Grant, Vec<String>> {
             Scope::Devenv => config.devenv.namespaces.clone(),
         }
     };
-    let mut add = |scope: Scope, group: &str, resource: &str, verb: &str, at: &str| {
+    let mut add = |scope: Scope, group: &str, resource: &str, name: &str, verb: &str, at: &str| {
         for ns in namespaces(scope) {
             needed
-                .entry((scope, ns, group.into(), resource.into(), verb.into()))
+                .entry((
+                    scope,
+                    ns,
+                    group.into(),
+                    resource.into(),
+                    name.into(),
+                    verb.into(),
+                ))
                 .or_default()
                 .push(at.to_string());
         }
     };
     for c in CODE_CALLS {
         for verb in c.verbs {
-            add(c.scope, c.group, c.resource, verb, c.at);
+            add(c.scope, c.group, c.resource, c.name, verb, c.at);
         }
     }
-    // Kubernetes' escalation check: creating the learner Role (in a namespace
-    // named at run time) needs every permission it grants, cluster-wide.
+    // The learner RoleBinding (in a namespace named at run time) binds a
+    // ClusterRole: writing it needs `bind` on exactly that role.
     let ls: devenv_manager::crd::LearnerSpace =
         serde_json::from_value(docs("deploy/examples/learnerspace.yaml")[0].clone()).unwrap();
     let desired = devenv_manager::operator::objects::desired(&ls, &config.operator).unwrap();
-    for rule in desired.role.rules.unwrap_or_default() {
-        for group in rule.api_groups.unwrap_or_default() {
-            for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    add(
-                        Scope::Cluster,
-                        &group,
-                        resource,
-                        verb,
-                        "operator/objects.rs role(): the learner Role's rule (escalation check)",
-                    );
-                }
-            }
-        }
-    }
+    let role_ref = desired.role_binding.role_ref;
+    assert_eq!(role_ref.kind, "ClusterRole");
+    add(
+        Scope::Cluster,
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        &role_ref.name,
+        "bind",
+        "operator/objects.rs role_binding(): the learner RoleBinding's roleRef",
+    );
     needed
 }
 
@@ -718,24 +746,29 @@ fn needed(config: &Config) -> BTreeMap<Grant, Vec<String>> {
 fn expand(scope: Scope, ns: &str, rules: &[PolicyRule], problems: &mut Vec<String>) -> Vec<Grant> {
     let mut grants = Vec::new();
     for rule in rules {
-        if rule.resource_names.is_some() || rule.non_resource_urls.is_some() {
-            problems.push(format!(
-                "{ns}: resourceNames/nonResourceURLs are not used: {rule:?}"
-            ));
+        if rule.non_resource_urls.is_some() {
+            problems.push(format!("{ns}: nonResourceURLs are not used: {rule:?}"));
         }
+        let names: Vec<String> = match &rule.resource_names {
+            Some(names) => names.clone(),
+            None => vec![String::new()],
+        };
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    if [group, resource, verb].iter().any(|s| s.contains('*')) {
-                        problems.push(format!("{ns}: wildcard in {group}/{resource} {verb}"));
+                for name in &names {
+                    for verb in &rule.verbs {
+                        if [group, resource, name, verb].iter().any(|s| s.contains('*')) {
+                            problems.push(format!("{ns}: wildcard in {group}/{resource} {verb}"));
+                        }
+                        grants.push((
+                            scope,
+                            ns.to_string(),
+                            group.clone(),
+                            resource.clone(),
+                            name.clone(),
+                            verb.clone(),
+                        ));
                     }
-                    grants.push((
-                        scope,
-                        ns.to_string(),
-                        group.clone(),
-                        resource.clone(),
-                        verb.clone(),
-                    ));
                 }
             }
         }
@@ -824,11 +857,14 @@ fn granted(config: &Config, problems: &mut Vec<String>) -> BTreeSet<Grant> {
         );
         assert!(bound.contains(&key), "Role {key} is bound to nothing");
     }
+    // The learner's ClusterRole is bound by the operator, in each learner
+    // namespace; every other ClusterRole here by a binding here.
+    let learner_role = devenv_manager::operator::objects::LEARNER_CLUSTER_ROLE;
     for role in &cluster_roles {
         let name = role.metadata.name.clone().unwrap_or_default();
         assert!(
-            bound.contains(&name),
-            "ClusterRole {name} is bound to nothing"
+            bound.contains(&name) != (name == learner_role),
+            "ClusterRole {name}: bound to nothing, or the learner's bound here"
         );
     }
     grants
@@ -847,7 +883,12 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
             format!("in {}", g.1)
         };
         let group = if g.2.is_empty() { "core" } else { &g.2 };
-        format!("{} {group}/{} {where_}", g.4, g.3)
+        let name = if g.4.is_empty() {
+            String::new()
+        } else {
+            format!(" named {}", g.4)
+        };
+        format!("{} {group}/{}{name} {where_}", g.5, g.3)
     };
     for (grant, at) in &needed {
         if !granted.contains(grant) {
@@ -867,6 +908,129 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The learner's rights are installed once, as the ClusterRole the code
+/// binds, and the manager holds none of them: no Secret, no pod outside the
+/// devenv namespaces, no other role to bind.
+#[test]
+fn the_learner_cluster_role_is_the_codes_and_the_manager_holds_none_of_it() {
+    let deployed: ClusterRole = object(
+        "deploy/rbac.yaml",
+        "ClusterRole",
+        devenv_manager::operator::objects::LEARNER_CLUSTER_ROLE,
+    );
+    let code = devenv_manager::operator::objects::learner_cluster_role();
+    assert_eq!(deployed.rules, code.rules);
+    assert_eq!(deployed.metadata.labels, code.metadata.labels);
+
+    let (config, _) = deploy_config();
+    let granted = granted(&config, &mut Vec::new());
+    for (_, ns, group, resource, name, verb) in &granted {
+        assert!(
+            resource != "secrets" && !resource.starts_with("pods/"),
+            "the manager holds {verb} {resource} in {ns:?}"
+        );
+        if resource == "pods" {
+            assert!(config.devenv.namespaces.contains(ns), "{verb} pods in {ns:?}");
+        }
+        if resource == "clusterroles" || resource == "roles" {
+            assert_eq!(
+                (group.as_str(), name.as_str(), verb.as_str()),
+                ("rbac.authorization.k8s.io", code.metadata.name.as_deref().unwrap(), "bind"),
+                "{verb} {resource}"
+            );
+        }
+        assert!(
+            group != "admissionregistration.k8s.io",
+            "the manager could change its own fence: {verb} {resource}"
+        );
+    }
+}
+
+/// The admission policies hard-code what the configuration and the RBAC
+/// name: they must say the same.
+#[test]
+fn the_admission_policies_name_what_the_configuration_names() {
+    let (config, _) = deploy_config();
+    let file = "deploy/admission-policy.yaml";
+    let lane: ValidatingAdmissionPolicy =
+        object(file, "ValidatingAdmissionPolicy", "devenv-manager-lane");
+    let spec = lane.spec.unwrap();
+    let variable = |name: &str| -> Value {
+        let expression = &spec
+            .variables
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("variable {name}"))
+            .expression;
+        // These variables are CEL string and list literals, which read as
+        // JSON once their quotes are double quotes.
+        serde_json::from_str(&expression.replace('\'', "\"")).unwrap()
+    };
+    assert_eq!(variable("operatorNamespace"), json!(config.operator.namespace));
+    assert_eq!(variable("devenvNamespaces"), json!(config.devenv.namespaces));
+    assert_eq!(
+        variable("learnerPrefix"),
+        json!(devenv_manager::names::LEARNER_NAMESPACE_PREFIX)
+    );
+    let conditions = spec.match_conditions.unwrap();
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(
+        conditions[0].expression,
+        format!(
+            "request.userInfo.username == 'system:serviceaccount:{}:{}'",
+            MANAGER_SA.0, MANAGER_SA.1
+        )
+    );
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let binding: ValidatingAdmissionPolicyBinding =
+        object(file, "ValidatingAdmissionPolicyBinding", "devenv-manager-lane");
+    let binding = binding.spec;
+    assert_eq!(binding.policy_name, "devenv-manager-lane");
+    assert_eq!(binding.validation_actions, ["Deny"]);
+    assert!(binding.match_resources.is_none(), "every write of the manager");
+
+    let labels: ValidatingAdmissionPolicy =
+        object(file, "ValidatingAdmissionPolicy", "devenv-pod-developer-label");
+    let spec = labels.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let prefix = &config.devenv.service_account_prefix;
+    assert!(
+        spec.match_conditions.unwrap()[0]
+            .expression
+            .contains(&format!("startsWith('{prefix}')")),
+        "the service-account prefix"
+    );
+    assert!(
+        spec.validations
+            .unwrap()
+            .iter()
+            .any(|v| v.expression.contains(&format!("'{prefix}' + variables.after"))),
+        "the service-account prefix"
+    );
+    let resources = spec.match_constraints.unwrap().resource_rules.unwrap()[0]
+        .resources
+        .clone()
+        .unwrap();
+    assert_eq!(resources, ["pods", "pods/*"], "the pod and every subresource");
+    let binding: ValidatingAdmissionPolicyBinding = object(
+        file,
+        "ValidatingAdmissionPolicyBinding",
+        "devenv-pod-developer-label",
+    );
+    assert_eq!(binding.spec.validation_actions, ["Deny"]);
+    let selector = binding
+        .spec
+        .match_resources
+        .unwrap()
+        .namespace_selector
+        .unwrap();
+    let requirement = &selector.match_expressions.unwrap()[0];
+    assert_eq!(requirement.key, "kubernetes.io/metadata.name");
+    assert_eq!(requirement.operator, "In");
+    assert_eq!(requirement.values.as_ref(), Some(&config.devenv.namespaces));
 }
 
 // ---------------------------------------------------------------------------
