@@ -121,20 +121,8 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
             .map(Arc::new),
     };
     if let Some(existing) = &existing {
-        if !ownership::owned_by(existing, &name) {
-            let message = ownership::taken_message(&target, existing, &name);
-            set_status(
-                ls,
-                ctx,
-                api,
-                Phase::Failed,
-                "NamespaceTaken",
-                &message,
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(DUPLICATE_RECHECK));
-        }
+        // Whoever's it was, a namespace on its way out is waited for, and
+        // nothing is written into it.
         if existing.meta().deletion_timestamp.is_some() {
             let message =
                 format!("waiting for the previous namespace {target} to finish terminating");
@@ -149,6 +137,20 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
             )
             .await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        if !ownership::owned_by(existing, &name) {
+            let message = ownership::taken_message(&target, existing, &name);
+            set_status(
+                ls,
+                ctx,
+                api,
+                Phase::Failed,
+                "NamespaceTaken",
+                &message,
+                None,
+            )
+            .await?;
+            return Ok(Action::requeue(DUPLICATE_RECHECK));
         }
     }
 
