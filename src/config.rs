@@ -97,7 +97,9 @@ pub struct DevenvConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct OperatorConfig {
     pub namespace: String,
+    #[serde(deserialize_with = "default_quota_over_spec_defaults")]
     pub default_resource_quota: QuotaConfig,
+    #[serde(deserialize_with = "max_quota_over_spec_defaults")]
     pub max_resource_quota: QuotaConfig,
     pub default_network_policy: NetworkPolicyConfig,
     pub default_vault_role: String,
@@ -105,19 +107,65 @@ pub struct OperatorConfig {
 
 /// Quota amounts. Quantities are kept as the strings the user wrote (they are
 /// validated at load time) so that rendered objects show them unchanged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// In a file every key is optional: a quota given in part keeps the defaults
+/// of the keys it leaves out (those of `defaultResourceQuota` or of
+/// `maxResourceQuota`, whichever it is).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct QuotaConfig {
     pub cpu: String,
     pub memory: String,
+    /// `requests.storage`: what the learner's volume claims may request.
     pub storage: String,
+    /// `requests.ephemeral-storage` and `limits.ephemeral-storage`: the
+    /// node disk the learner's containers may use (writable layers, logs,
+    /// `emptyDir`).
+    pub ephemeral_storage: String,
     pub pods: i64,
-    #[serde(default = "default_object_count")]
     pub services: i64,
-    #[serde(default = "default_object_count")]
     pub secrets: i64,
-    #[serde(default = "default_object_count")]
     pub configmaps: i64,
+}
+
+/// A quota as written in a file, every key optional.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct QuotaKeys {
+    cpu: Option<String>,
+    memory: Option<String>,
+    storage: Option<String>,
+    ephemeral_storage: Option<String>,
+    pods: Option<i64>,
+    services: Option<i64>,
+    secrets: Option<i64>,
+    configmaps: Option<i64>,
+}
+
+impl QuotaKeys {
+    fn over(self, defaults: QuotaConfig) -> QuotaConfig {
+        QuotaConfig {
+            cpu: self.cpu.unwrap_or(defaults.cpu),
+            memory: self.memory.unwrap_or(defaults.memory),
+            storage: self.storage.unwrap_or(defaults.storage),
+            ephemeral_storage: self.ephemeral_storage.unwrap_or(defaults.ephemeral_storage),
+            pods: self.pods.unwrap_or(defaults.pods),
+            services: self.services.unwrap_or(defaults.services),
+            secrets: self.secrets.unwrap_or(defaults.secrets),
+            configmaps: self.configmaps.unwrap_or(defaults.configmaps),
+        }
+    }
+}
+
+fn default_quota_over_spec_defaults<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<QuotaConfig, D::Error> {
+    Ok(QuotaKeys::deserialize(d)?.over(OperatorConfig::default().default_resource_quota))
+}
+
+fn max_quota_over_spec_defaults<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<QuotaConfig, D::Error> {
+    Ok(QuotaKeys::deserialize(d)?.over(OperatorConfig::default().max_resource_quota))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +268,7 @@ impl Default for OperatorConfig {
                 cpu: "2".into(),
                 memory: "4Gi".into(),
                 storage: "10Gi".into(),
+                ephemeral_storage: "10Gi".into(),
                 pods: 10,
                 services: 5,
                 secrets: 10,
@@ -229,6 +278,7 @@ impl Default for OperatorConfig {
                 cpu: "16".into(),
                 memory: "64Gi".into(),
                 storage: "500Gi".into(),
+                ephemeral_storage: "100Gi".into(),
                 pods: 100,
                 services: default_object_count(),
                 secrets: default_object_count(),
@@ -402,10 +452,20 @@ impl Config {
         if d.audience.is_empty() {
             return Err(invalid("devenv.audience", "must not be empty".into()));
         }
-        if !d.manager_url.starts_with("https://") && !d.manager_url.starts_with("http://") {
+        if d.manager_url.starts_with("http://") {
+            // Devenv pods send their tokens to this URL.
             return Err(invalid(
                 "devenv.managerUrl",
-                format!("{:?} is not an http(s) URL", d.manager_url),
+                format!(
+                    "{:?} is plain http: devenv pods would send their tokens in clear text; use https://",
+                    d.manager_url
+                ),
+            ));
+        }
+        if !d.manager_url.starts_with("https://") {
+            return Err(invalid(
+                "devenv.managerUrl",
+                format!("{:?} is not an https URL", d.manager_url),
             ));
         }
         if !(600..=86_400 * 2).contains(&d.token_expiration_seconds) {
@@ -478,6 +538,7 @@ impl Config {
                 ("cpu", &quota.cpu),
                 ("memory", &quota.memory),
                 ("storage", &quota.storage),
+                ("ephemeralStorage", &quota.ephemeral_storage),
             ] {
                 match Quantity::parse(text) {
                     Ok(q) if q.is_positive() => {}
@@ -537,6 +598,34 @@ mod tests {
         assert_eq!(c.devenv.audience, "devenv-manager");
         assert_eq!(c.webhook.bind.to_string(), "127.0.0.1:9443");
         assert_eq!(c.webhook.cert_dir, PathBuf::from("certs"));
+    }
+
+    #[test]
+    fn a_quota_given_in_part_keeps_the_other_defaults() {
+        let c = Config::from_yaml(
+            "operator:\n  defaultResourceQuota: {cpu: \"1\"}\n  maxResourceQuota: {ephemeralStorage: 20Gi}\n",
+        )
+        .unwrap();
+        let d = &c.operator.default_resource_quota;
+        assert_eq!((d.cpu.as_str(), d.memory.as_str()), ("1", "4Gi"));
+        assert_eq!(d.ephemeral_storage, "10Gi");
+        let m = &c.operator.max_resource_quota;
+        assert_eq!(
+            (m.cpu.as_str(), m.ephemeral_storage.as_str()),
+            ("16", "20Gi")
+        );
+        assert_eq!(m.pods, 100);
+        c.validate().unwrap();
+        let err =
+            Config::from_yaml("operator:\n  maxResourceQuota: {ephemeral: 1Gi}\n").unwrap_err();
+        assert!(err.contains("ephemeral"), "{err}");
+        let mut bad = Config::default();
+        bad.operator.max_resource_quota.ephemeral_storage = "0".into();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("operator.maxResourceQuota.ephemeralStorage:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -622,6 +711,17 @@ mod tests {
                 .to_string()
                 .contains("tokenExpirationSeconds")
         );
+
+        let mut c = Config::default();
+        c.devenv.manager_url = "http://devenv-manager.devenv-system.svc:8080".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("devenv.managerUrl: ") && err.contains("clear text"),
+            "{err}"
+        );
+        c.devenv.manager_url = "ftp://m".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("not an https URL"), "{err}");
 
         let mut c = Config::default();
         c.api.developer_requests_per_second = 0.0;

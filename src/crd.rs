@@ -87,6 +87,11 @@ pub struct ResourceQuotaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
     pub storage: Option<QuantityValue>,
+    /// Node disk for the learner's containers, requests and limits: writable
+    /// layers, logs, `emptyDir` volumes (`10Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub ephemeral_storage: Option<QuantityValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub pods: Option<i64>,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
+const DEVENV: &str = env!("CARGO_BIN_EXE_devenv");
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
@@ -218,6 +219,86 @@ fn bad_config_names_the_key() {
 }
 
 #[test]
+fn serve_refuses_a_clear_text_manager_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "devenv:\n  managerUrl: http://devenv-manager.devenv-system.svc:8080\n",
+    )
+    .unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("devenv.managerUrl") && stderr.contains("clear text"),
+        "{stderr}"
+    );
+    // The environment override is held to the same rule.
+    let mut env = Command::new(BIN);
+    env.arg("serve")
+        .current_dir(dir.path())
+        .env("DEVENV_MANAGER_URL", "http://manager:8080");
+    let out = env.output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("devenv.managerUrl"));
+}
+
+/// `devenv` with a plain http:// URL: exit 1, one line on standard error,
+/// nothing sent (the token file is never even read), nothing on stdout.
+#[test]
+fn devenv_refuses_a_clear_text_manager_url_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "header.payload.signature").unwrap();
+    let devenv = |args: &[&str], url: &str| {
+        Command::new(DEVENV)
+            .args(args)
+            .env("DEVENV_MANAGER_URL", url)
+            .env("DEVENV_TOKEN_FILE", &token)
+            .env_remove("DEVENV_MANAGER_CA")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["pods", "list", "--remote"][..],
+        &["pods", "delete", "ws-0", "--remote", "-n", "devenv"][..],
+    ] {
+        let out = devenv(args, "http://devenv-manager.devenv-system.svc:8080");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("devenv: refusing to send your token in clear text to http://devenv-manager.devenv-system.svc:8080"),
+            "{stderr}"
+        );
+    }
+    // --insecure-http lets the same URL through (to a port nobody listens
+    // on: the error is now the connection).
+    let closed = std::net::TcpListener::bind("127.0.0.2:0")
+        .map(|l| l.local_addr().unwrap().port())
+        .unwrap_or(9);
+    let url = format!("http://127.0.0.2:{closed}");
+    let out = devenv(&["pods", "list", "--remote"], &url);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the manager"),
+        "loopback http is allowed: {stderr}"
+    );
+    let out = devenv(
+        &["pods", "list", "--remote", "--insecure-http"],
+        "http://manager.invalid:8080",
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the manager") && !stderr.contains("clear text"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn serve_runs_with_no_config_and_no_cluster_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
@@ -312,7 +393,6 @@ fn render_prints_every_object_of_the_readme_example() {
         ("ResourceQuota", "learner-quota"),
         ("LimitRange", "learner-limits"),
         ("ServiceAccount", "learner"),
-        ("Role", "learner"),
         ("RoleBinding", "learner"),
         ("ConfigMap", "vault-secret-paths"),
     ] {
@@ -321,6 +401,10 @@ fn render_prints_every_object_of_the_readme_example() {
             "{expected:?} missing from {kinds:?}"
         );
     }
+    assert!(
+        !kinds.iter().any(|(kind, _)| *kind == "Role"),
+        "the learner's rights are the devenv-learner ClusterRole, bound: {kinds:?}"
+    );
     let not_ls = run(&["render", "-f", "examples/manifests.yaml"], None);
     assert!(
         not_ls.status.success(),

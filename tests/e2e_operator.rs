@@ -185,11 +185,19 @@ async fn creates_every_object_and_a_second_pass_writes_nothing() {
     let hard = quota.spec.unwrap().hard.unwrap();
     assert_eq!(hard["limits.memory"].0, "4Gi");
     assert_eq!(hard["requests.storage"].0, "10Gi");
+    assert_eq!(hard["requests.ephemeral-storage"].0, "10Gi");
+    assert_eq!(hard["limits.ephemeral-storage"].0, "10Gi");
     assert_eq!(hard["pods"].0, "10");
-    Api::<LimitRange>::namespaced(admin.clone(), &target)
+    let limits = Api::<LimitRange>::namespaced(admin.clone(), &target)
         .get("learner-limits")
         .await
         .unwrap();
+    let item = &limits.spec.unwrap().limits[0];
+    assert_eq!(item.default.as_ref().unwrap()["ephemeral-storage"].0, "1Gi");
+    assert_eq!(
+        item.default_request.as_ref().unwrap()["ephemeral-storage"].0,
+        "256Mi"
+    );
     let sa = Api::<ServiceAccount>::namespaced(admin.clone(), &target)
         .get("learner")
         .await
@@ -198,11 +206,13 @@ async fn creates_every_object_and_a_second_pass_writes_nothing() {
         sa.annotations()["vault.hashicorp.com/role"],
         "learner-default"
     );
-    let role = Api::<Role>::namespaced(admin.clone(), &target)
-        .get("learner")
+    // The learner's rights are the installed ClusterRole, bound here: no
+    // Role of the operator's own.
+    let roles = Api::<Role>::namespaced(admin.clone(), &target)
+        .list(&ListParams::default())
         .await
         .unwrap();
-    assert_eq!(role.rules.unwrap().len(), 2);
+    assert!(roles.items.is_empty(), "{:?}", roles.items);
     let binding = Api::<RoleBinding>::namespaced(admin.clone(), &target)
         .get("learner")
         .await
@@ -211,8 +221,8 @@ async fn creates_every_object_and_a_second_pass_writes_nothing() {
         binding.role_ref,
         RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "learner".into()
+            kind: "ClusterRole".into(),
+            name: "devenv-learner".into()
         }
     );
     assert_eq!(
@@ -318,6 +328,32 @@ async fn drift_is_repaired_and_spec_changes_are_applied() {
         .then_some(())
     })
     .await;
+
+    // A binding of ours to another role (what earlier versions made: a
+    // `learner` Role) is replaced, not fought over: a roleRef cannot change.
+    let old_style = bindings.get("learner").await.unwrap();
+    bindings
+        .delete("learner", &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut old_style: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "learner", "labels": old_style.metadata.labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "learner"},
+        "subjects": old_style.subjects,
+    }))
+    .unwrap();
+    old_style.metadata.namespace = Some(target.clone());
+    let created = bindings
+        .create(&PostParams::default(), &old_style)
+        .await
+        .unwrap();
+    let replaced = eventually("the binding replaced", || async {
+        let b = bindings.get_opt("learner").await.ok()??;
+        (b.role_ref.kind == "ClusterRole").then_some(b)
+    })
+    .await;
+    assert_ne!(replaced.metadata.uid, created.metadata.uid);
+    assert_eq!(replaced.role_ref.name, "devenv-learner");
 
     // The quota follows the spec; turning egress isolation off removes the egress policies.
     let change =

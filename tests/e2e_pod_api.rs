@@ -446,6 +446,29 @@ async fn a_pod_labelled_for_you_but_running_as_another_developer_is_not_yours() 
     f.stop().await;
 }
 
+/// A pod running as `default` never reaches the webhook (its CEL
+/// matchConditions send only `devenv-*` accounts), so nothing checked its
+/// label: labelled for alice, it is still not alice's.
+#[tokio::test]
+async fn a_pod_labelled_for_you_but_running_as_default_is_not_yours() {
+    let Some(f) = Fixture::new("podapi-default").await else {
+        return;
+    };
+    let alice = f.developer("alice").await;
+    f.pod("planted", Some("alice"), "default").await;
+    f.pod("mine", Some("alice"), "devenv-alice").await;
+
+    // A watch delivers events in order: once "mine" shows, the cache holds
+    // "planted" too, and it is not in the list.
+    f.wait_for_list(&alice, &["mine"]).await;
+    let get = f.on_pod("GET", "planted", Some(&alice)).await;
+    assert_error(&get, 404, "NotFound");
+    let delete = f.on_pod("DELETE", "planted", Some(&alice)).await;
+    assert_error(&delete, 404, "NotFound");
+    assert!(f.pods().get_opt("planted").await.unwrap().is_some());
+    f.stop().await;
+}
+
 #[tokio::test]
 async fn a_pod_relabelled_after_it_was_read_is_not_deleted() {
     let Some(f) = Fixture::new("podapi-race").await else {
@@ -453,7 +476,7 @@ async fn a_pod_relabelled_after_it_was_read_is_not_deleted() {
     };
     let alice = f.developer("alice").await;
     f.bed.create_service_account(&f.ns, "devenv-bob").await;
-    let stale = f.pod("contested", Some("alice"), "default").await;
+    let stale = f.pod("contested", Some("alice"), "devenv-alice").await;
     f.wait_for_list(&alice, &["contested"]).await;
 
     // Between the manager's read (`stale`, what its cache held) and its

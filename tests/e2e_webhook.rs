@@ -462,3 +462,265 @@ async fn learnerspaces_are_validated_by_the_webhook_and_by_the_crd_schema() {
         "{message}"
     );
 }
+
+/// Applies deploy/'s devenv-pod-developer-label policy, bound to
+/// `namespace` only (the deployed binding names `devenv`), and waits until
+/// the API server enforces it: a dry-run status relabel of `probe` (a
+/// devenv pod labelled for alice) is refused.
+async fn bind_pod_label_policy(client: &kube::Client, namespace: &str, probe: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let docs: Vec<Value> =
+        devenv_manager::yaml::from_yaml_stream(&common::fixture("deploy/admission-policy.yaml"))
+            .unwrap();
+    let policy = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ValidatingAdmissionPolicy"
+                && d["metadata"]["name"] == "devenv-pod-developer-label"
+        })
+        .expect("the policy in deploy/");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(policy.clone()).unwrap();
+    let apply = PatchParams::apply("e2e-webhook").force();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .patch("devenv-pod-developer-label", &apply, &Patch::Apply(&policy))
+        .await
+        .unwrap();
+    let name = format!("devenv-pod-developer-label-{namespace}");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": "devenv-pod-developer-label",
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        }
+    }))
+    .unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .patch(&name, &apply, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let relabel = json!({"metadata": {"labels": {"developer": "bob"}}});
+    for _ in 0..600 {
+        if let Err(kube::Error::Api(s)) = pods
+            .patch_status(probe, &dry, &Patch::Merge(&relabel))
+            .await
+        {
+            if s.message.contains("may not be changed or removed") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the API server never enforced devenv-pod-developer-label");
+}
+
+/// The API server keeps metadata changes made through `pods/status`, which
+/// the webhook is not asked about: the developer label is kept by deploy/'s
+/// ValidatingAdmissionPolicy, through every subresource.
+#[tokio::test]
+async fn the_developer_label_cannot_be_changed_through_pods_status() {
+    let Some(bed) = testbed::shared().await else {
+        return;
+    };
+    if bed.real_cluster {
+        // The API server must reach this process's webhook by URL.
+        return testbed::skip("needs the local test bed");
+    }
+    let r = Registered::new(bed, "status").await;
+    bed.create_service_account(&r.namespace, "devenv-alice")
+        .await;
+    let stored = r
+        .pods()
+        .create(
+            &PostParams::default(),
+            &devenv_pod("ws", "devenv-alice", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.metadata.labels.unwrap()["developer"], "alice");
+    r.pods()
+        .create(
+            &PostParams::default(),
+            &devenv_pod("plain", "default", Some("alice")),
+        )
+        .await
+        .unwrap();
+
+    // The hole: without the policy, a status patch relabels the pod (dry run).
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let relabel = json!({"metadata": {"labels": {"developer": "bob"}}});
+    let moved = r
+        .pods()
+        .patch_status("ws", &dry, &Patch::Merge(&relabel))
+        .await
+        .expect("the API server alone takes a relabel through pods/status");
+    assert_eq!(moved.metadata.labels.unwrap()["developer"], "bob");
+
+    bind_pod_label_policy(&r.client, &r.namespace, "ws").await;
+    let webhook_calls = r.admissions("mutate-pods").await;
+
+    let message = api_error(
+        r.pods()
+            .patch_status("ws", &PatchParams::default(), &Patch::Merge(&relabel))
+            .await,
+    );
+    assert!(
+        message.contains("metadata.labels.developer: may not be changed or removed on a devenv pod (was \"alice\", through pods/status)"),
+        "{message}"
+    );
+    let unlabel = json!({"metadata": {"labels": {"developer": null}}});
+    let message = api_error(
+        r.pods()
+            .patch_status("ws", &PatchParams::default(), &Patch::Merge(&unlabel))
+            .await,
+    );
+    assert!(
+        message.contains("may not be changed or removed"),
+        "{message}"
+    );
+    // Through the pod itself too, whatever the webhook says first.
+    let message = api_error(
+        r.pods()
+            .patch("ws", &PatchParams::default(), &Patch::Merge(&relabel))
+            .await,
+    );
+    assert!(message.contains("may not be changed"), "{message}");
+
+    // What the kubelet writes through pods/status still goes through, and
+    // so do other labels.
+    let status = json!({
+        "metadata": {"labels": {"team": "a"}},
+        "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}
+    });
+    r.pods()
+        .patch_status("ws", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let now = r.pods().get("ws").await.unwrap();
+    let labels = now.metadata.labels.unwrap();
+    assert_eq!(
+        (labels["developer"].as_str(), labels["team"].as_str()),
+        ("alice", "a")
+    );
+    // A pod that is no devenv pod is not the policy's business.
+    r.pods()
+        .patch_status("plain", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    // The status writes never reached the webhook: the policy refused them.
+    // (The relabel of the pod itself did.)
+    assert_eq!(r.admissions("mutate-pods").await, webhook_calls + 1);
+
+    let _ =
+        Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>::all(
+            r.client.clone(),
+        )
+        .delete(
+            &format!("devenv-pod-developer-label-{}", r.namespace),
+            &DeleteParams::default(),
+        )
+        .await;
+    r.unregister().await;
+}
+
+/// Every way of writing the token path, every path under it, `subPath`
+/// mounts, and projected volumes under our name with a source beside ours:
+/// all refused by the API server (through the webhook), none stored.
+#[tokio::test]
+async fn every_mount_path_variant_and_foreign_projection_is_refused() {
+    let Some(bed) = testbed::shared().await else {
+        return;
+    };
+    if bed.real_cluster {
+        // The API server must reach this process's webhook by URL.
+        return testbed::skip("needs the local test bed");
+    }
+    let r = Registered::new(bed, "mounts").await;
+    bed.create_service_account(&r.namespace, "devenv-alice")
+        .await;
+    let with = |volumes: Value, mounts: Value| -> Pod {
+        let mut pod = serde_json::to_value(devenv_pod("ws", "devenv-alice", None)).unwrap();
+        pod["spec"]["volumes"] = volumes;
+        pod["spec"]["containers"][0]["volumeMounts"] = mounts;
+        serde_json::from_value(pod).unwrap()
+    };
+    let mine = json!([{"name": "mine", "emptyDir": {}}]);
+    let mut cases = Vec::new();
+    for path in [
+        "/var/run/secrets/tokens",
+        "/var/run/secrets/tokens/",
+        "/var/run/secrets//tokens",
+        "/var/run/secrets/./tokens",
+        "/var/run/other/../secrets/tokens",
+        "/var/run/secrets/tokens/ca.crt",
+    ] {
+        cases.push((
+            format!("mount at {path}"),
+            with(mine.clone(), json!([{"name": "mine", "mountPath": path}])),
+            "at or under /var/run/secrets/tokens",
+        ));
+    }
+    cases.push((
+        "subPath mount of the token file".into(),
+        with(
+            mine.clone(),
+            json!([{"name": "mine", "mountPath": "/var/run/secrets/tokens/devenv-manager", "subPath": "token"}]),
+        ),
+        "at or under /var/run/secrets/tokens",
+    ));
+    let token =
+        json!({"serviceAccountToken": {"path": "devenv-manager", "audience": "devenv-manager"}});
+    for (what, extra) in [
+        (
+            "a secret beside our token",
+            json!({"secret": {"name": "stolen"}}),
+        ),
+        (
+            "every key of our CA map",
+            json!({"configMap": {"name": "devenv-manager-ca"}}),
+        ),
+    ] {
+        cases.push((
+            what.to_string(),
+            with(
+                json!([{"name": "devenv-manager-token", "projected": {"sources": [token, extra]}}]),
+                json!([]),
+            ),
+            "is not the devenv-manager token projection",
+        ));
+    }
+    for (what, pod, expected) in cases {
+        let message = api_error(r.pods().create(&PostParams::default(), &pod).await);
+        assert!(
+            message.contains("denied the request") && message.contains(expected),
+            "{what}: {message}"
+        );
+    }
+    assert!(
+        r.pods().get_opt("ws").await.unwrap().is_none(),
+        "nothing stored"
+    );
+    // Beside the path, a mount is fine.
+    r.pods()
+        .create(
+            &PostParams::default(),
+            &with(
+                mine,
+                json!([{"name": "mine", "mountPath": "/var/run/secrets/tokens-cache"}]),
+            ),
+        )
+        .await
+        .unwrap();
+    r.unregister().await;
+}

@@ -27,7 +27,8 @@ use devenv_manager::config::Config;
 use devenv_manager::webhook::registration::{self, Endpoint};
 use devenv_manager::webhook::{Webhook, learnerspaces, offline};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
@@ -363,6 +364,12 @@ fn check_document(doc: &Value) -> Result<(), String> {
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
             check_typed::<ValidatingWebhookConfiguration>(doc)
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            check_typed::<ValidatingAdmissionPolicy>(doc)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            check_typed::<ValidatingAdmissionPolicyBinding>(doc)
+        }
         // The spec is the webhook's to judge (unknown spec fields are only
         // warnings there; here they are errors); the rest is ObjectMeta.
         ("aivo.dev/v1", "LearnerSpace") => {
@@ -469,6 +476,8 @@ struct Call {
     scope: Scope,
     group: &'static str,
     resource: &'static str,
+    /// The one object the call is about (`resourceNames`), or "" for any.
+    name: &'static str,
     verbs: &'static [&'static str],
     /// Where in the code (and why).
     at: &'static str,
@@ -485,6 +494,7 @@ const fn call(
         scope,
         group,
         resource,
+        name: "",
         verbs,
         at,
     }
@@ -496,9 +506,10 @@ const fn call(
 /// the object as a create. Update this list when the code changes; the test
 /// compares it with the RBAC in `deploy/rbac.yaml` both ways.
 ///
-/// The escalation grants (the operator must hold what the learner Role it
-/// creates grants) are not listed here: they are read from the Role the
-/// operator builds, `operator::objects::desired(..).role`.
+/// The `bind` on the learner's ClusterRole (RBAC lets the operator write a
+/// RoleBinding to a role it holds `bind` on without holding the role's
+/// rules) is not listed here: it is read from the RoleBinding the operator
+/// builds, `operator::objects::desired(..).role_binding`.
 const CODE_CALLS: &[Call] = &[
     // --- the operator, src/operator/ ---
     call(
@@ -555,7 +566,21 @@ const CODE_CALLS: &[Call] = &[
         "",
         "namespaces",
         &["create", "patch"],
-        "reconcile.rs ensure: server-side apply of the learner namespace",
+        "reconcile.rs ensure: server-side apply of a learner namespace that drifted",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["get"],
+        "reconcile.rs apply: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["create"],
+        "reconcile.rs apply_all: create of a learner namespace that does not exist",
     ),
     call(
         Scope::Cluster,
@@ -609,16 +634,16 @@ const CODE_CALLS: &[Call] = &[
     call(
         Scope::Cluster,
         "rbac.authorization.k8s.io",
-        "roles",
+        "rolebindings",
         &["list", "watch", "create", "patch"],
-        "controller.rs watch::<Role>(Api::all); reconcile.rs ensure",
+        "controller.rs watch::<RoleBinding>(Api::all); reconcile.rs ensure",
     ),
     call(
         Scope::Cluster,
         "rbac.authorization.k8s.io",
         "rolebindings",
-        &["list", "watch", "create", "patch"],
-        "controller.rs watch::<RoleBinding>(Api::all); reconcile.rs ensure",
+        &["delete"],
+        "reconcile.rs remove_binding_to_another_role: a roleRef cannot change",
     ),
     call(
         Scope::Cluster,
@@ -665,8 +690,9 @@ const CODE_CALLS: &[Call] = &[
     ),
 ];
 
-/// One grant: (scope, namespace or "", group, resource, verb).
-type Grant = (Scope, String, String, String, String);
+/// One grant: (scope, namespace or "", group, resource, resource name or
+/// "" for any, verb).
+type Grant = (Scope, String, String, String, String, String);
 
 /// What the code needs, for the namespaces of `config`.
 fn needed(config: &Config) -> BTreeMap<Grant, Vec<String>> {
@@ -678,39 +704,41 @@ fn needed(config: &Config) -> BTreeMap<Grant, Vec<String>> {
             Scope::Devenv => config.devenv.namespaces.clone(),
         }
     };
-    let mut add = |scope: Scope, group: &str, resource: &str, verb: &str, at: &str| {
+    let mut add = |scope: Scope, group: &str, resource: &str, name: &str, verb: &str, at: &str| {
         for ns in namespaces(scope) {
             needed
-                .entry((scope, ns, group.into(), resource.into(), verb.into()))
+                .entry((
+                    scope,
+                    ns,
+                    group.into(),
+                    resource.into(),
+                    name.into(),
+                    verb.into(),
+                ))
                 .or_default()
                 .push(at.to_string());
         }
     };
     for c in CODE_CALLS {
         for verb in c.verbs {
-            add(c.scope, c.group, c.resource, verb, c.at);
+            add(c.scope, c.group, c.resource, c.name, verb, c.at);
         }
     }
-    // Kubernetes' escalation check: creating the learner Role (in a namespace
-    // named at run time) needs every permission it grants, cluster-wide.
+    // The learner RoleBinding (in a namespace named at run time) binds a
+    // ClusterRole: writing it needs `bind` on exactly that role.
     let ls: devenv_manager::crd::LearnerSpace =
         serde_json::from_value(docs("deploy/examples/learnerspace.yaml")[0].clone()).unwrap();
     let desired = devenv_manager::operator::objects::desired(&ls, &config.operator).unwrap();
-    for rule in desired.role.rules.unwrap_or_default() {
-        for group in rule.api_groups.unwrap_or_default() {
-            for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    add(
-                        Scope::Cluster,
-                        &group,
-                        resource,
-                        verb,
-                        "operator/objects.rs role(): the learner Role's rule (escalation check)",
-                    );
-                }
-            }
-        }
-    }
+    let role_ref = desired.role_binding.role_ref;
+    assert_eq!(role_ref.kind, "ClusterRole");
+    add(
+        Scope::Cluster,
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        &role_ref.name,
+        "bind",
+        "operator/objects.rs role_binding(): the learner RoleBinding's roleRef",
+    );
     needed
 }
 
@@ -718,24 +746,32 @@ fn needed(config: &Config) -> BTreeMap<Grant, Vec<String>> {
 fn expand(scope: Scope, ns: &str, rules: &[PolicyRule], problems: &mut Vec<String>) -> Vec<Grant> {
     let mut grants = Vec::new();
     for rule in rules {
-        if rule.resource_names.is_some() || rule.non_resource_urls.is_some() {
-            problems.push(format!(
-                "{ns}: resourceNames/nonResourceURLs are not used: {rule:?}"
-            ));
+        if rule.non_resource_urls.is_some() {
+            problems.push(format!("{ns}: nonResourceURLs are not used: {rule:?}"));
         }
+        let names: Vec<String> = match &rule.resource_names {
+            Some(names) => names.clone(),
+            None => vec![String::new()],
+        };
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    if [group, resource, verb].iter().any(|s| s.contains('*')) {
-                        problems.push(format!("{ns}: wildcard in {group}/{resource} {verb}"));
+                for name in &names {
+                    for verb in &rule.verbs {
+                        if [group, resource, name, verb]
+                            .iter()
+                            .any(|s| s.contains('*'))
+                        {
+                            problems.push(format!("{ns}: wildcard in {group}/{resource} {verb}"));
+                        }
+                        grants.push((
+                            scope,
+                            ns.to_string(),
+                            group.clone(),
+                            resource.clone(),
+                            name.clone(),
+                            verb.clone(),
+                        ));
                     }
-                    grants.push((
-                        scope,
-                        ns.to_string(),
-                        group.clone(),
-                        resource.clone(),
-                        verb.clone(),
-                    ));
                 }
             }
         }
@@ -824,11 +860,14 @@ fn granted(config: &Config, problems: &mut Vec<String>) -> BTreeSet<Grant> {
         );
         assert!(bound.contains(&key), "Role {key} is bound to nothing");
     }
+    // The learner's ClusterRole is bound by the operator, in each learner
+    // namespace; every other ClusterRole here by a binding here.
+    let learner_role = devenv_manager::operator::objects::LEARNER_CLUSTER_ROLE;
     for role in &cluster_roles {
         let name = role.metadata.name.clone().unwrap_or_default();
         assert!(
-            bound.contains(&name),
-            "ClusterRole {name} is bound to nothing"
+            bound.contains(&name) != (name == learner_role),
+            "ClusterRole {name}: bound to nothing, or the learner's bound here"
         );
     }
     grants
@@ -847,7 +886,12 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
             format!("in {}", g.1)
         };
         let group = if g.2.is_empty() { "core" } else { &g.2 };
-        format!("{} {group}/{} {where_}", g.4, g.3)
+        let name = if g.4.is_empty() {
+            String::new()
+        } else {
+            format!(" named {}", g.4)
+        };
+        format!("{} {group}/{}{name} {where_}", g.5, g.3)
     };
     for (grant, at) in &needed {
         if !granted.contains(grant) {
@@ -867,6 +911,154 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The learner's rights are installed once, as the ClusterRole the code
+/// binds, and the manager holds none of them: no Secret, no pod outside the
+/// devenv namespaces, no other role to bind.
+#[test]
+fn the_learner_cluster_role_is_the_codes_and_the_manager_holds_none_of_it() {
+    let deployed: ClusterRole = object(
+        "deploy/rbac.yaml",
+        "ClusterRole",
+        devenv_manager::operator::objects::LEARNER_CLUSTER_ROLE,
+    );
+    let code = devenv_manager::operator::objects::learner_cluster_role();
+    assert_eq!(deployed.rules, code.rules);
+    assert_eq!(deployed.metadata.labels, code.metadata.labels);
+
+    let (config, _) = deploy_config();
+    let granted = granted(&config, &mut Vec::new());
+    for (_, ns, group, resource, name, verb) in &granted {
+        assert!(
+            resource != "secrets" && !resource.starts_with("pods/"),
+            "the manager holds {verb} {resource} in {ns:?}"
+        );
+        if resource == "pods" {
+            assert!(
+                config.devenv.namespaces.contains(ns),
+                "{verb} pods in {ns:?}"
+            );
+        }
+        if resource == "clusterroles" || resource == "roles" {
+            assert_eq!(
+                (group.as_str(), name.as_str(), verb.as_str()),
+                (
+                    "rbac.authorization.k8s.io",
+                    code.metadata.name.as_deref().unwrap(),
+                    "bind"
+                ),
+                "{verb} {resource}"
+            );
+        }
+        assert!(
+            group != "admissionregistration.k8s.io",
+            "the manager could change its own fence: {verb} {resource}"
+        );
+    }
+}
+
+/// The admission policies hard-code what the configuration and the RBAC
+/// name: they must say the same.
+#[test]
+fn the_admission_policies_name_what_the_configuration_names() {
+    let (config, _) = deploy_config();
+    let file = "deploy/admission-policy.yaml";
+    let lane: ValidatingAdmissionPolicy =
+        object(file, "ValidatingAdmissionPolicy", "devenv-manager-lane");
+    let spec = lane.spec.unwrap();
+    let variable = |name: &str| -> Value {
+        let expression = &spec
+            .variables
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("variable {name}"))
+            .expression;
+        // These variables are CEL string and list literals, which read as
+        // JSON once their quotes are double quotes.
+        serde_json::from_str(&expression.replace('\'', "\"")).unwrap()
+    };
+    assert_eq!(
+        variable("operatorNamespace"),
+        json!(config.operator.namespace)
+    );
+    assert_eq!(
+        variable("devenvNamespaces"),
+        json!(config.devenv.namespaces)
+    );
+    assert_eq!(
+        variable("learnerPrefix"),
+        json!(devenv_manager::names::LEARNER_NAMESPACE_PREFIX)
+    );
+    let conditions = spec.match_conditions.unwrap();
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(
+        conditions[0].expression,
+        format!(
+            "request.userInfo.username == 'system:serviceaccount:{}:{}'",
+            MANAGER_SA.0, MANAGER_SA.1
+        )
+    );
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let binding: ValidatingAdmissionPolicyBinding = object(
+        file,
+        "ValidatingAdmissionPolicyBinding",
+        "devenv-manager-lane",
+    );
+    let binding = binding.spec;
+    assert_eq!(binding.policy_name, "devenv-manager-lane");
+    assert_eq!(binding.validation_actions, ["Deny"]);
+    assert!(
+        binding.match_resources.is_none(),
+        "every write of the manager"
+    );
+
+    let labels: ValidatingAdmissionPolicy = object(
+        file,
+        "ValidatingAdmissionPolicy",
+        "devenv-pod-developer-label",
+    );
+    let spec = labels.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let prefix = &config.devenv.service_account_prefix;
+    assert!(
+        spec.match_conditions.unwrap()[0]
+            .expression
+            .contains(&format!("startsWith('{prefix}')")),
+        "the service-account prefix"
+    );
+    assert!(
+        spec.validations.unwrap().iter().any(|v| v
+            .expression
+            .contains(&format!("'{prefix}' + variables.after"))),
+        "the service-account prefix"
+    );
+    let resources = spec.match_constraints.unwrap().resource_rules.unwrap()[0]
+        .resources
+        .clone()
+        .unwrap();
+    assert_eq!(
+        resources,
+        ["pods", "pods/*"],
+        "the pod and every subresource"
+    );
+    let binding: ValidatingAdmissionPolicyBinding = object(
+        file,
+        "ValidatingAdmissionPolicyBinding",
+        "devenv-pod-developer-label",
+    );
+    assert_eq!(binding.spec.validation_actions, ["Deny"]);
+    let selector = binding
+        .spec
+        .match_resources
+        .unwrap()
+        .namespace_selector
+        .unwrap();
+    let requirement = &selector.match_expressions.unwrap()[0];
+    assert_eq!(requirement.key, "kubernetes.io/metadata.name");
+    assert_eq!(requirement.operator, "In");
+    assert_eq!(requirement.values.as_ref(), Some(&config.devenv.namespaces));
 }
 
 // ---------------------------------------------------------------------------
@@ -1499,7 +1691,8 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
         .await
         .unwrap_or_else(|e| panic!("the manager's pod is refused in {}: {e}", MANAGER_SA.0));
 
-    // 3. The manager, as devenv-system/devenv-manager with deploy/'s RBAC.
+    // 3. The manager, as devenv-system/devenv-manager with deploy/'s RBAC
+    //    and admission policies.
     let (config, _) = deploy_config();
     let user = format!("system:serviceaccount:{}:{}", MANAGER_SA.0, MANAGER_SA.1);
     let token = bed
@@ -1520,19 +1713,27 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
             ("authentication.k8s.io", "tokenreviews", "create", None),
             ("aivo.dev", "learnerspaces", "watch", Some("aivo-system")),
             ("", "pods", "delete", Some("devenv")),
-            ("", "secrets", "list", None),
+            ("rbac.authorization.k8s.io", "rolebindings", "create", None),
         ],
     )
     .await;
+    fence_in_force(bed, &user).await;
+
+    // A squatter's namespace, made before its LearnerSpace, with the name
+    // the operator will compute, a binding and an open network policy.
+    let squatted = devenv_manager::names::learner_namespace("squatter.victim");
+    let squat = squat(&admin, &squatted).await;
+
+    let from = audit_mark(bed, &user).await;
     let server = common::Server::start_operator(
         config.clone(),
-        devenv_manager::cluster::Source::Config(Box::new(manager)),
+        devenv_manager::cluster::Source::Config(Box::new(manager.clone())),
         "manifests-test".into(),
     )
     .await;
 
-    // The operator: a LearnerSpace becomes Ready with its learner Role (the
-    // escalation check passed), an Event and the Lease.
+    // The operator: a LearnerSpace becomes Ready with its learner binding
+    // (the `bind` grant passed), an Event and the Lease.
     let ls_api: Api<devenv_manager::crd::LearnerSpace> =
         Api::namespaced(admin.clone(), &config.operator.namespace);
     let ls: devenv_manager::crd::LearnerSpace =
@@ -1546,10 +1747,29 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
     })
     .await;
     let learner_ns = ready.namespace.unwrap();
-    Api::<Role>::namespaced(admin.clone(), &learner_ns)
+    let binding = Api::<RoleBinding>::namespaced(admin.clone(), &learner_ns)
         .get("learner")
         .await
-        .expect("the learner Role");
+        .expect("the learner RoleBinding");
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("ClusterRole", "devenv-learner")
+    );
+    // The learner reads Secrets in its namespace, and nowhere else.
+    let learner = format!("system:serviceaccount:{learner_ns}:learner");
+    eventually("the learner's rights in force", || async {
+        rbac_allows(&admin, &learner, "", "secrets", "", "list", &learner_ns)
+            .await
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !rbac_allows(&admin, &learner, "", "secrets", "", "list", "default").await,
+        "the learner reads Secrets elsewhere"
+    );
     Api::<Lease>::namespaced(admin.clone(), &config.operator.namespace)
         .get("devenv-manager-operator")
         .await
@@ -1615,15 +1835,87 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
         .unwrap();
     assert!(deleted.status().is_success(), "{}", deleted.status());
 
-    // Deletion: the tombstone is written and the LearnerSpace released.
+    // The squatted namespace is not adopted: the LearnerSpace fails with
+    // NamespaceTaken and a Warning Event, and the namespace is as the
+    // squatter left it.
+    let victim: devenv_manager::crd::LearnerSpace = serde_json::from_value(json!({
+        "apiVersion": "aivo.dev/v1", "kind": "LearnerSpace",
+        "metadata": {"name": "victim", "namespace": config.operator.namespace},
+        "spec": {"learnerId": "squatter.victim"}
+    }))
+    .unwrap();
+    ls_api
+        .create(&PostParams::default(), &victim)
+        .await
+        .unwrap();
+    let taken = eventually("the victim NamespaceTaken", || async {
+        let status = ls_api.get("victim").await.ok()?.status?;
+        (status.conditions.first()?.reason == "NamespaceTaken").then_some(status)
+    })
+    .await;
+    assert_eq!(taken.phase, Some(devenv_manager::crd::Phase::Failed));
+    assert_eq!(taken.namespace, None, "the namespace is not claimed");
+    assert!(
+        taken.message.as_deref().unwrap().contains("not adopted"),
+        "{taken:?}"
+    );
+    eventually("a NamespaceTaken Event", || async {
+        let events = Api::<Event>::namespaced(admin.clone(), &config.operator.namespace)
+            .list(&Default::default())
+            .await
+            .ok()?;
+        events
+            .items
+            .iter()
+            .find(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("victim")
+                    && e.reason.as_deref() == Some("NamespaceTaken")
+            })
+            .map(|e| assert_eq!(e.type_.as_deref(), Some("Warning")))
+    })
+    .await;
+    squat.assert_untouched(&admin).await;
+
+    // Nothing the manager wrote so far was refused (RBAC or policy), and it
+    // wrote nothing into the squatted namespace.
+    let upto = audit_mark(bed, &user).await;
+    let writes = audit_writes(bed, &user, from, upto);
+    let refused: Vec<&Value> = writes
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    let into_squat: Vec<&Value> = writes
+        .iter()
+        .filter(|e| {
+            e["objectRef"]["namespace"] == squatted.as_str()
+                || e["objectRef"]["name"] == squatted.as_str()
+        })
+        .collect();
+    assert!(into_squat.is_empty(), "written: {into_squat:#?}");
+
+    // 4. What the manager's token cannot do, whatever happens to the
+    //    manager: each write refused by the API server.
+    let as_manager = kube::Client::try_from(manager).unwrap();
+    out_of_lane(&admin, &as_manager, &user, &learner_ns, &squatted).await;
+
+    // 5. Deletion: the tombstone is written and the LearnerSpace released;
+    //    the victim's deletion leaves the squatter's namespace alone.
+    let from = audit_mark(bed, &user).await;
     ls_api
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the LearnerSpace released", || async {
-        ls_api.get_opt(&name).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    ls_api
+        .delete("victim", &DeleteParams::default())
+        .await
+        .unwrap();
+    for released in [name.as_str(), "victim"] {
+        eventually(&format!("{released} released"), || async {
+            ls_api.get_opt(released).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
     let tombstones = Api::<ConfigMap>::namespaced(admin.clone(), &config.operator.namespace)
         .list(&Default::default())
         .await
@@ -1637,16 +1929,537 @@ async fn the_api_server_accepts_deploy_and_its_rbac_runs_the_manager() {
             .starts_with("tombstone-")),
         "a tombstone"
     );
+    squat.assert_untouched(&admin).await;
     server.stop().await;
 
     // And the API server refused the manager nothing it tried to write.
-    let log = std::fs::read_to_string(bed.audit_log_path().unwrap()).unwrap();
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|line| {
-            let event: Value = serde_json::from_str(line).unwrap_or_default();
-            event["user"]["username"] == user.as_str() && event["responseStatus"]["code"] == 403
-        })
+    let upto = audit_mark(bed, &user).await;
+    let refused: Vec<Value> = audit_writes(bed, &user, from, upto)
+        .into_iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
         .collect();
     assert!(refused.is_empty(), "refused: {refused:#?}");
+}
+
+/// The number of lines in the audit log once every request `user` made so
+/// far is in it.
+async fn audit_mark(bed: &testbed::TestBed, user: &str) -> usize {
+    bed.count_writes_settled(user).await;
+    std::fs::read_to_string(bed.audit_log_path().unwrap())
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// The completed write requests `user` made itself (its own token, not
+/// impersonated) between two [`audit_mark`]s.
+fn audit_writes(bed: &testbed::TestBed, user: &str, from: usize, upto: usize) -> Vec<Value> {
+    std::fs::read_to_string(bed.audit_log_path().unwrap())
+        .unwrap()
+        .lines()
+        .skip(from)
+        .take(upto - from)
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == user)
+        .collect()
+}
+
+/// Whether RBAC alone lets `user` do `verb` (on the object `name`, if any)
+/// in `ns` ("" cluster-wide), asked with a SubjectAccessReview.
+async fn rbac_allows(
+    admin: &kube::Client,
+    user: &str,
+    group: &str,
+    resource: &str,
+    name: &str,
+    verb: &str,
+    ns: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let groups = match user.strip_prefix("system:serviceaccount:") {
+        Some(rest) => vec![
+            "system:serviceaccounts".to_string(),
+            format!(
+                "system:serviceaccounts:{}",
+                rest.split(':').next().unwrap_or_default()
+            ),
+            "system:authenticated".to_string(),
+        ],
+        None => vec!["system:authenticated".to_string()],
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: Some(groups),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                name: (!name.is_empty()).then(|| name.to_string()),
+                verb: Some(verb.to_string()),
+                namespace: (!ns.is_empty()).then(|| ns.to_string()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    kube::Api::<SubjectAccessReview>::all(admin.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// The API server loads admission policies asynchronously: waits until the
+/// lane policy refuses a dry-run write of the manager's (made by the admin
+/// impersonating it, so the manager's own record stays clean).
+async fn fence_in_force(bed: &testbed::TestBed, user: &str) {
+    let mut config = bed.kube_config();
+    config.auth_info.impersonate = Some(user.to_string());
+    let impersonating = kube::Client::try_from(config).unwrap();
+    let probe: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "lane-probe"}})).unwrap();
+    let dry = kube::api::PostParams {
+        dry_run: true,
+        ..kube::api::PostParams::default()
+    };
+    let api = kube::Api::<ConfigMap>::namespaced(impersonating, "kube-system");
+    eventually("the devenv-manager-lane policy in force", || async {
+        match api.create(&dry, &probe).await {
+            // The policy's own denial, not an error evaluating it.
+            Err(kube::Error::Api(s)) if s.message.contains("is outside it") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+/// What a squatter made: a namespace with a learner's name, a RoleBinding
+/// and an allow-all NetworkPolicy in it.
+struct Squat {
+    namespace: Namespace,
+    binding: RoleBinding,
+    policy: NetworkPolicy,
+}
+
+async fn squat(admin: &kube::Client, name: &str) -> Squat {
+    use kube::api::{Api, PostParams};
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": name,
+        // Even the LearnerSpace's label, without the manager's, is not enough.
+        "labels": {"team": "squatter", "aivo.dev/learnerspace": "victim"}
+    }}))
+    .unwrap();
+    let namespace = Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "squatter"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]
+    }))
+    .unwrap();
+    let binding = Api::<RoleBinding>::namespaced(admin.clone(), name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "allow-all"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]}
+    }))
+    .unwrap();
+    let policy = Api::<NetworkPolicy>::namespaced(admin.clone(), name)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    Squat {
+        namespace,
+        binding,
+        policy,
+    }
+}
+
+impl Squat {
+    /// Nothing was changed in it, and nothing of the operator's is in it.
+    async fn assert_untouched(&self, admin: &kube::Client) {
+        use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota};
+        use kube::api::{Api, ListParams};
+        let name = self.namespace.metadata.name.clone().unwrap();
+        let now = Api::<Namespace>::all(admin.clone())
+            .get(&name)
+            .await
+            .unwrap();
+        assert_eq!(
+            now.metadata.resource_version,
+            self.namespace.metadata.resource_version
+        );
+        assert!(now.metadata.deletion_timestamp.is_none(), "not deleted");
+        let binding = Api::<RoleBinding>::namespaced(admin.clone(), &name)
+            .get("squatter")
+            .await
+            .unwrap();
+        assert_eq!(
+            binding.metadata.resource_version,
+            self.binding.metadata.resource_version
+        );
+        let policy = Api::<NetworkPolicy>::namespaced(admin.clone(), &name)
+            .get("allow-all")
+            .await
+            .unwrap();
+        assert_eq!(
+            policy.metadata.resource_version,
+            self.policy.metadata.resource_version
+        );
+        let managed = ListParams::default().labels("app.kubernetes.io/managed-by=devenv-manager");
+        let counts = [
+            Api::<NetworkPolicy>::namespaced(admin.clone(), &name)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            Api::<ResourceQuota>::namespaced(admin.clone(), &name)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            Api::<LimitRange>::namespaced(admin.clone(), &name)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            Api::<ServiceAccount>::namespaced(admin.clone(), &name)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            Api::<RoleBinding>::namespaced(admin.clone(), &name)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            Api::<ConfigMap>::namespaced(admin.clone(), &name)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .len(),
+        ];
+        assert_eq!(counts, [0; 6], "the operator's objects in {name}");
+    }
+}
+
+/// What refuses a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refuser {
+    /// The devenv-manager-lane policy (for writes RBAC allows: checked with
+    /// SubjectAccessReviews).
+    Lane,
+    Rbac,
+    /// The API server's own NamespaceLifecycle: kube-system, default and
+    /// kube-public can be deleted by nobody.
+    Lifecycle,
+}
+
+impl Refuser {
+    /// Who refused, from the words of a 403.
+    fn of(message: &str) -> Option<Refuser> {
+        if message.contains("devenv-manager stays in its lane") {
+            Some(Refuser::Lane)
+        } else if message.contains("cannot ") || message.contains("attempting to grant") {
+            Some(Refuser::Rbac)
+        } else if message.contains("may not be deleted") {
+            Some(Refuser::Lifecycle)
+        } else {
+            None
+        }
+    }
+}
+
+/// One write the manager's token must not make: refused with 403 by the
+/// API server, by `by`.
+struct Forbidden<'a> {
+    what: &'a str,
+    by: Refuser,
+    result: Result<(), kube::Error>,
+}
+
+/// Every kind of write outside the manager's lane is refused; in-lane
+/// writes of the same kinds are not (dry runs), so the refusals are the
+/// lane's and not a blanket one.
+async fn out_of_lane(
+    admin: &kube::Client,
+    manager: &kube::Client,
+    user: &str,
+    learner_ns: &str,
+    squatted: &str,
+) {
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    // Someone else's namespace.
+    let bystander = "bystander";
+    let other: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": bystander}})).unwrap();
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    fn done<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+        result.map(drop)
+    }
+    let apply = PatchParams::apply("devenv-manager").force();
+    let cms = |ns: &str| Api::<ConfigMap>::namespaced(manager.clone(), ns);
+    let namespaces = Api::<Namespace>::all(manager.clone());
+    let coredns: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns"},
+        "data": {"Corefile": ". { forward . 6.6.6.6 }"}
+    }))
+    .unwrap();
+    let binding = |ns: &str, role: &str, subject: Value| -> RoleBinding {
+        serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "learner-extra", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [subject]
+        }))
+        .unwrap()
+    };
+    let sa = |ns: &str| json!({"kind": "ServiceAccount", "name": "default", "namespace": ns});
+    let open_policy: NetworkPolicy = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-all"},
+        "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}]}
+    }))
+    .unwrap();
+    let ours_labels = json!({
+        "app.kubernetes.io/managed-by": "devenv-manager",
+        "aivo.dev/component": "learner-namespace",
+        "aivo.dev/learnerspace": "victim",
+        "pod-security.kubernetes.io/enforce": "restricted"
+    });
+    let made: Namespace = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "aivo-learner-made-up-00000000"}}))
+    .unwrap();
+    let lax: Namespace = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "aivo-learner-lax-00000000", "labels": {
+            "app.kubernetes.io/managed-by": "devenv-manager",
+            "aivo.dev/component": "learner-namespace",
+            "pod-security.kubernetes.io/enforce": "privileged"}}}))
+    .unwrap();
+
+    let attempts = [
+        Forbidden {
+            what: "apply ConfigMap kube-system/coredns",
+            by: Refuser::Lane,
+            result: done(cms("kube-system").patch("coredns", &apply, &Patch::Apply(&coredns)).await),
+        },
+        Forbidden {
+            what: "delete namespace kube-system",
+            by: Refuser::Lifecycle,
+            result: done(namespaces.delete("kube-system", &DeleteParams::default()).await),
+        },
+        Forbidden {
+            what: "delete a namespace that is not a learner's",
+            by: Refuser::Lane,
+            result: done(namespaces.delete(bystander, &DeleteParams::default()).await),
+        },
+        Forbidden {
+            what: "label namespace kube-system privileged",
+            by: Refuser::Lane,
+            result: done(
+                namespaces
+                    .patch(
+                        "kube-system",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})),
+                    )
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "create RoleBinding default/learner-extra (devenv-learner)",
+            by: Refuser::Lane,
+            result: done(
+                Api::<RoleBinding>::namespaced(manager.clone(), "default")
+                    .create(&PostParams::default(), &binding("default", "devenv-learner", sa("default")))
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "create NetworkPolicy default/allow-all",
+            by: Refuser::Lane,
+            result: done(
+                Api::<NetworkPolicy>::namespaced(manager.clone(), "default")
+                    .create(&PostParams::default(), &open_policy)
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "create RoleBinding in the squatted namespace",
+            by: Refuser::Lane,
+            result: done(
+                Api::<RoleBinding>::namespaced(manager.clone(), squatted)
+                    .create(&PostParams::default(), &binding(squatted, "devenv-learner", sa(squatted)))
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "adopt the squatted namespace by labelling it",
+            by: Refuser::Lane,
+            result: done(
+                namespaces
+                    .patch(squatted, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": ours_labels}})))
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "create a learner-named namespace without the manager's labels",
+            by: Refuser::Lane,
+            result: done(namespaces.create(&PostParams::default(), &made).await),
+        },
+        Forbidden {
+            what: "create a learner namespace that is not Pod Security restricted",
+            by: Refuser::Lane,
+            result: done(namespaces.create(&PostParams::default(), &lax).await),
+        },
+        Forbidden {
+            what: "bind devenv-learner to every authenticated user in a learner namespace",
+            by: Refuser::Lane,
+            result: done(
+                Api::<RoleBinding>::namespaced(manager.clone(), learner_ns)
+                    .create(
+                        &PostParams::default(),
+                        &binding(
+                            learner_ns,
+                            "devenv-learner",
+                            json!({"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}),
+                        ),
+                    )
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "bind cluster-admin in a learner namespace",
+            by: Refuser::Rbac,
+            result: done(
+                Api::<RoleBinding>::namespaced(manager.clone(), learner_ns)
+                    .create(&PostParams::default(), &binding(learner_ns, "cluster-admin", sa(learner_ns)))
+                    .await,
+            ),
+        },
+        Forbidden {
+            what: "get Secret default/anything",
+            by: Refuser::Rbac,
+            result: done(Api::<k8s_openapi::api::core::v1::Secret>::namespaced(manager.clone(), "default").get("anything").await),
+        },
+        Forbidden {
+            what: "list Secrets in every namespace",
+            by: Refuser::Rbac,
+            result: done(Api::<k8s_openapi::api::core::v1::Secret>::all(manager.clone()).list(&ListParams::default()).await),
+        },
+        Forbidden {
+            what: "list Secrets in the learner namespace",
+            by: Refuser::Rbac,
+            result: done(Api::<k8s_openapi::api::core::v1::Secret>::namespaced(manager.clone(), learner_ns).list(&ListParams::default()).await),
+        },
+        Forbidden {
+            what: "list pods outside the devenv namespaces",
+            by: Refuser::Rbac,
+            result: done(Api::<Pod>::namespaced(manager.clone(), "default").list(&ListParams::default()).await),
+        },
+    ];
+    // The fence's refusals are of writes RBAC grants: the grant alone is
+    // not what stops them.
+    let granted = [
+        ("", "configmaps", "", "patch", "kube-system"),
+        ("", "namespaces", "kube-system", "delete", ""),
+        ("", "namespaces", bystander, "delete", ""),
+        ("", "namespaces", "kube-system", "patch", ""),
+        (
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            "",
+            "create",
+            "default",
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "devenv-learner",
+            "bind",
+            "default",
+        ),
+        (
+            "networking.k8s.io",
+            "networkpolicies",
+            "",
+            "create",
+            "default",
+        ),
+        ("", "namespaces", "", "create", ""),
+    ];
+    for (group, resource, name, verb, ns) in granted {
+        assert!(
+            rbac_allows(admin, user, group, resource, name, verb, ns).await,
+            "RBAC grants {verb} {resource} {name} in {ns:?}"
+        );
+    }
+    let mut problems = Vec::new();
+    for attempt in attempts {
+        match attempt.result {
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                // The lane policy's own words: an error evaluating it would
+                // refuse too, but say "resulted in error".
+                let by = Refuser::of(&status.message);
+                if by != Some(attempt.by) {
+                    problems.push(format!(
+                        "{}: refused, but by {by:?}, not {:?}: {}",
+                        attempt.what, attempt.by, status.message
+                    ));
+                }
+            }
+            other => problems.push(format!("{}: not refused: {other:?}", attempt.what)),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // In its lane, the same kinds of write pass (dry runs: nothing changes).
+    let dry_apply = PatchParams {
+        dry_run: true,
+        ..PatchParams::apply("lane-probe").force()
+    };
+    let probe: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vault-secret-paths"}, "data": {"role": "x"}
+    }))
+    .unwrap();
+    cms(learner_ns)
+        .patch("vault-secret-paths", &dry_apply, &Patch::Apply(&probe))
+        .await
+        .expect("a ConfigMap in a learner namespace");
+    Api::<RoleBinding>::namespaced(manager.clone(), learner_ns)
+        .patch(
+            "learner-extra",
+            &dry_apply,
+            &Patch::Apply(&binding(learner_ns, "devenv-learner", sa(learner_ns))),
+        )
+        .await
+        .expect("a devenv-learner binding in a learner namespace");
+    namespaces
+        .patch(
+            learner_ns,
+            &PatchParams {
+                dry_run: true,
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"metadata": {"annotations": {"probe": "1"}}})),
+        )
+        .await
+        .expect("a learner namespace it made");
 }

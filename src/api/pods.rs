@@ -27,9 +27,11 @@ use crate::names::developer_from_service_account;
 const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether `pod` is `developer`'s: in a devenv namespace, labelled
-/// `developer={developer}`, and not running as another developer's
-/// `devenv-{other}` service account (whatever its label says: a pod runs with
-/// the powers of its service account, so that is whose it really is).
+/// `developer={developer}`, **and** running as `devenv-{developer}`. Both are
+/// needed: the label alone can be set on any pod (one running as `default`
+/// never reaches the webhook, so nothing checks it), and a pod runs with the
+/// powers of its service account, so that is whose it really is. A pod with
+/// only one of the two is nobody's.
 pub fn is_developers_pod(config: &DevenvConfig, pod: &Pod, developer: &str) -> bool {
     let in_devenv_namespace = pod
         .metadata
@@ -42,17 +44,28 @@ pub fn is_developers_pod(config: &DevenvConfig, pod: &Pod, developer: &str) -> b
         .as_ref()
         .and_then(|l| l.get(DEVELOPER_LABEL))
         .is_some_and(|d| d == developer);
-    let spec = pod.spec.as_ref();
-    // `serviceAccount` is the deprecated alias the API server still accepts.
-    let runs_as_someone_else = [
-        spec.and_then(|s| s.service_account_name.as_deref()),
-        spec.and_then(|s| s.service_account.as_deref()),
+    in_devenv_namespace && labelled && runs_as(config, pod, developer)
+}
+
+/// Whether the pod's service account is `developer`'s. The API server fills
+/// `serviceAccountName` from the deprecated `serviceAccount` when only that
+/// is given; when both are set, both must name the developer.
+fn runs_as(config: &DevenvConfig, pod: &Pod, developer: &str) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let accounts: Vec<&str> = [
+        spec.service_account_name.as_deref(),
+        spec.service_account.as_deref(),
     ]
     .into_iter()
     .flatten()
-    .filter_map(|sa| developer_from_service_account(config, sa))
-    .any(|owner| owner != developer);
-    in_devenv_namespace && labelled && !runs_as_someone_else
+    .filter(|sa| !sa.is_empty())
+    .collect();
+    !accounts.is_empty()
+        && accounts
+            .iter()
+            .all(|sa| developer_from_service_account(config, sa) == Some(developer))
 }
 
 /// Sync state of one namespace's watch, read by every request.
@@ -343,20 +356,21 @@ mod tests {
     }
 
     #[test]
-    fn ownership_rule() {
+    fn ownership_needs_the_label_and_the_service_account() {
         let c = DevenvConfig::default();
         let mine = |p: &Pod| is_developers_pod(&c, p, "alice");
-        // Labelled for alice and running as alice, or as a non-developer account.
         assert!(mine(&pod("devenv", Some("alice"), Some("devenv-alice"))));
-        assert!(mine(&pod("devenv", Some("alice"), None)));
-        assert!(mine(&pod("devenv", Some("alice"), Some("default"))));
-        // Reserved names are nobody's developer account, so not "another developer's".
-        assert!(mine(&pod(
+        // The label alone: no service account, `default` (never sent to the
+        // webhook, so its label was never checked), a reserved account.
+        assert!(!mine(&pod("devenv", Some("alice"), None)));
+        assert!(!mine(&pod("devenv", Some("alice"), Some("default"))));
+        assert!(!mine(&pod("devenv", Some("alice"), Some(""))));
+        assert!(!mine(&pod(
             "devenv",
             Some("alice"),
             Some("devenv-user-template")
         )));
-        // Another developer's label, or no label.
+        // The service account alone, or with another developer's label.
         assert!(!mine(&pod("devenv", Some("bob"), Some("devenv-alice"))));
         assert!(!mine(&pod("devenv", None, Some("devenv-alice"))));
         assert!(!mine(&pod("devenv", Some("Alice"), Some("devenv-alice"))));
@@ -370,8 +384,12 @@ mod tests {
     fn the_deprecated_service_account_field_counts_too() {
         let c = DevenvConfig::default();
         let mut p = pod("devenv", Some("alice"), None);
+        p.spec.as_mut().unwrap().service_account = Some("devenv-alice".into());
+        assert!(is_developers_pod(&c, &p, "alice"), "the only name given");
         p.spec.as_mut().unwrap().service_account = Some("devenv-bob".into());
         assert!(!is_developers_pod(&c, &p, "alice"));
+        p.spec.as_mut().unwrap().service_account_name = Some("devenv-alice".into());
+        assert!(!is_developers_pod(&c, &p, "alice"), "both must agree");
     }
 
     #[test]

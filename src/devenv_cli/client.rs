@@ -43,13 +43,16 @@ pub struct ManagerClient {
 }
 
 impl ManagerClient {
-    pub fn new(url: &str, token_file: &Path, ca: Option<Ca>) -> Result<Self, ClientError> {
-        let base = Url::parse(url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "https" | "http") && u.has_host())
-            .ok_or_else(|| {
-                ClientError::Setup(format!("manager URL {url:?} is not an http(s) URL"))
-            })?;
+    /// A client of the pod API at `url`. A plain `http://` URL is refused
+    /// (the token would cross the network in clear text) unless it names
+    /// this machine's loopback interface or `allow_http` is set.
+    pub fn new(
+        url: &str,
+        token_file: &Path,
+        ca: Option<Ca>,
+        allow_http: bool,
+    ) -> Result<Self, ClientError> {
+        let base = manager_url(url, allow_http)?;
         let token = std::fs::read_to_string(token_file)
             .map_err(|e| {
                 ClientError::Setup(format!(
@@ -190,6 +193,35 @@ impl ManagerClient {
     }
 }
 
+/// The manager's base URL, refused when it is not http(s), or when it is
+/// plain http to anything but loopback without `allow_http`.
+pub fn manager_url(url: &str, allow_http: bool) -> Result<Url, ClientError> {
+    let base = Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http") && u.has_host())
+        .ok_or_else(|| ClientError::Setup(format!("manager URL {url:?} is not an http(s) URL")))?;
+    if base.scheme() == "http" && !allow_http && !is_loopback(&base) {
+        return Err(ClientError::Setup(format!(
+            "refusing to send your token in clear text to {url}: use an https:// URL, \
+             or pass --insecure-http if you accept that anyone on the way can read it"
+        )));
+    }
+    Ok(base)
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: traffic that never leaves the machine.
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // An IPv6 host comes in brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// The innermost cause of a reqwest error ("connection refused", "invalid
 /// peer certificate: UnknownIssuer"), which is what a person needs to read.
 fn root_cause(error: &reqwest::Error) -> String {
@@ -211,7 +243,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "abc.def.ghi\n").unwrap();
-        ManagerClient::new(url, &token, None)
+        ManagerClient::new(url, &token, None, true)
     }
 
     #[test]
@@ -241,7 +273,7 @@ mod tests {
         assert!(err.contains("not an http(s) URL"), "{err}");
         let err = client("https://manager:8080").err().unwrap().to_string();
         assert!(err.contains("no CA to trust"), "{err}");
-        let err = ManagerClient::new("http://m", Path::new("/nonexistent/token"), None)
+        let err = ManagerClient::new("http://m", Path::new("/nonexistent/token"), None, true)
             .err()
             .unwrap()
             .to_string();
@@ -249,5 +281,39 @@ mod tests {
             err.contains("cannot read the token file /nonexistent/token"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn clear_text_is_refused_unless_loopback_or_asked_for() {
+        for url in [
+            "http://devenv-manager.devenv-system.svc:8080",
+            "http://10.0.0.7:8080",
+            "HTTP://manager",
+            "http://localhost.example.com",
+        ] {
+            let err = manager_url(url, false).unwrap_err().to_string();
+            assert!(
+                err.starts_with("refusing to send your token in clear text to ")
+                    && err.contains("--insecure-http"),
+                "{url}: {err}"
+            );
+            assert!(manager_url(url, true).is_ok(), "{url} with --insecure-http");
+        }
+        for url in [
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://[::1]:8080",
+            "https://devenv-manager.devenv-system.svc:8080",
+        ] {
+            assert!(manager_url(url, false).is_ok(), "{url}");
+        }
+        // Refused before anything else is looked at (the token file here).
+        let err = ManagerClient::new("http://m:8080", Path::new("/nonexistent"), None, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("clear text"), "{err}");
     }
 }

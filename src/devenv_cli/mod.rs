@@ -93,6 +93,10 @@ struct Remote {
     /// The service-account token for audience devenv-manager.
     #[arg(long, env = "DEVENV_TOKEN_FILE", value_name = "FILE", default_value = DEFAULT_TOKEN_FILE)]
     token_file: PathBuf,
+    /// Allow a plain http:// manager URL that is not loopback: the token then
+    /// crosses the network in clear text.
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -198,7 +202,12 @@ fn connect(remote: &Remote) -> Result<ManagerClient, CliError> {
         remote.ca_file.clone(),
         std::env::var("DEVENV_MANAGER_CA").ok(),
     );
-    Ok(ManagerClient::new(url, &remote.token_file, ca)?)
+    Ok(ManagerClient::new(
+        url,
+        &remote.token_file,
+        ca,
+        remote.insecure_http,
+    )?)
 }
 
 /// Where the CA comes from: `--ca-file`, else `$DEVENV_MANAGER_CA` (a file,

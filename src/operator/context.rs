@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
@@ -24,7 +24,6 @@ pub struct Stores {
     pub quotas: Store<ResourceQuota>,
     pub limit_ranges: Store<LimitRange>,
     pub service_accounts: Store<ServiceAccount>,
-    pub roles: Store<Role>,
     pub role_bindings: Store<RoleBinding>,
     pub config_maps: Store<ConfigMap>,
 }
@@ -46,7 +45,6 @@ impl Stores {
             && ready(&self.quotas)
             && ready(&self.limit_ranges)
             && ready(&self.service_accounts)
-            && ready(&self.roles)
             && ready(&self.role_bindings)
             && ready(&self.config_maps)
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -60,8 +60,6 @@ pub async fn run(
     controller = controller.watches_stream(stream, owner(&operator_ns));
     let (service_accounts, stream) = watch::<ServiceAccount>(Api::all(client.clone()), &selector);
     controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (roles, stream) = watch::<Role>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
     let (role_bindings, stream) = watch::<RoleBinding>(Api::all(client.clone()), &selector);
     controller = controller.watches_stream(stream, owner(&operator_ns));
     let (config_maps, stream) = watch::<ConfigMap>(Api::all(client.clone()), &selector);
@@ -74,7 +72,6 @@ pub async fn run(
         quotas,
         limit_ranges,
         service_accounts,
-        roles,
         role_bindings,
         config_maps,
     };

@@ -1,6 +1,7 @@
 //! The LearnerSpace operator: one isolated namespace per learner.
 //!
-//! [`objects`], [`status`] and [`tombstone`] build values (pure); the
+//! [`objects`], [`status`] and [`tombstone`] build values and [`ownership`]
+//! decides whose a namespace is (pure); the
 //! [`reconcile`]r compares them with what the watch caches hold and applies
 //! only what differs; [`controller`] wires the watches; [`leader`] makes
 //! sure only one replica reconciles.
@@ -11,6 +12,7 @@ pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod objects;
+pub mod ownership;
 pub mod reconcile;
 pub mod status;
 pub mod tombstone;

@@ -1,5 +1,6 @@
 //! Every object a LearnerSpace needs, as plain values: the namespace, its
-//! network policies, quota, limit range, RBAC and Vault wiring. Pure: a
+//! network policies, quota, limit range, RBAC (a binding of the
+//! `devenv-learner` ClusterRole) and Vault wiring. Pure: a
 //! LearnerSpace and the configuration in, typed objects out; no API in sight.
 //! `devenv-manager render` prints them; the reconciler applies them.
 
@@ -13,7 +14,7 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -34,8 +35,12 @@ pub const VAULT_ROLE_ANNOTATION: &str = "vault.hashicorp.com/role";
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub const QUOTA_NAME: &str = "learner-quota";
 pub const LIMITS_NAME: &str = "learner-limits";
-/// Service account, role and role binding share this name.
+/// The learner's service account and role binding share this name.
 pub const RBAC_NAME: &str = "learner";
+/// The ClusterRole installed with the manager (`deploy/rbac.yaml`) that each
+/// learner namespace's RoleBinding grants there. The manager holds `bind` on
+/// it, not its rules.
+pub const LEARNER_CLUSTER_ROLE: &str = "devenv-learner";
 pub const VAULT_CONFIGMAP: &str = "vault-secret-paths";
 pub const VAULT_SECRETS: [&str; 3] = ["api-keys", "database", "external-services"];
 
@@ -49,6 +54,7 @@ pub struct Effective {
     pub cpu: String,
     pub memory: String,
     pub storage: String,
+    pub ephemeral_storage: String,
     pub pods: i64,
     pub services: i64,
     pub secrets: i64,
@@ -100,6 +106,10 @@ impl Effective {
                 .storage
                 .map(|q| q.0)
                 .unwrap_or_else(|| defaults.storage.clone()),
+            ephemeral_storage: quota
+                .ephemeral_storage
+                .map(|q| q.0)
+                .unwrap_or_else(|| defaults.ephemeral_storage.clone()),
             pods: quota.pods.unwrap_or(defaults.pods),
             services: quota.services.unwrap_or(defaults.services),
             secrets: quota.secrets.unwrap_or(defaults.secrets),
@@ -126,7 +136,6 @@ pub struct Desired {
     pub quota: ResourceQuota,
     pub limits: LimitRange,
     pub service_account: ServiceAccount,
-    pub role: Role,
     pub role_binding: RoleBinding,
     pub vault_paths: ConfigMap,
 }
@@ -141,7 +150,6 @@ impl Desired {
             to_value(&self.quota),
             to_value(&self.limits),
             to_value(&self.service_account),
-            to_value(&self.role),
             to_value(&self.role_binding),
             to_value(&self.vault_paths),
         ]);
@@ -163,7 +171,6 @@ pub fn desired(ls: &LearnerSpace, config: &OperatorConfig) -> Result<Desired, Bu
         quota: quota(&e),
         limits: limit_range(&e),
         service_account: service_account(&e),
-        role: role(&e),
         role_binding: role_binding(&e),
         vault_paths: vault_paths(&e),
     })
@@ -346,6 +353,14 @@ pub fn quota(e: &Effective) -> ResourceQuota {
         ("requests.memory".to_string(), quantity(&e.memory)),
         ("limits.memory".to_string(), quantity(&e.memory)),
         ("requests.storage".to_string(), quantity(&e.storage)),
+        (
+            "requests.ephemeral-storage".to_string(),
+            quantity(&e.ephemeral_storage),
+        ),
+        (
+            "limits.ephemeral-storage".to_string(),
+            quantity(&e.ephemeral_storage),
+        ),
         ("pods".to_string(), quantity(&e.pods.to_string())),
         ("services".to_string(), quantity(&e.services.to_string())),
         ("secrets".to_string(), quantity(&e.secrets.to_string())),
@@ -373,14 +388,19 @@ fn capped(preferred: &str, quota: &str) -> String {
     }
 }
 
-/// Container defaults: requests 100m / 128Mi, limits 500m / 512Mi, each capped
-/// by the quota. The quota covers requests and limits of CPU and memory, so
-/// without these a pod that sets no resources would be refused.
+/// Container defaults: requests 100m CPU, 128Mi memory, 256Mi ephemeral
+/// storage; limits 500m, 512Mi, 1Gi; each capped by the quota. The quota
+/// covers requests and limits of all three, so without these a pod that
+/// sets no resources would be refused.
 pub fn limit_range(e: &Effective) -> LimitRange {
-    let pair = |cpu: &str, memory: &str| {
+    let amounts = |cpu: &str, memory: &str, ephemeral: &str| {
         BTreeMap::from([
             ("cpu".to_string(), quantity(&capped(cpu, &e.cpu))),
             ("memory".to_string(), quantity(&capped(memory, &e.memory))),
+            (
+                "ephemeral-storage".to_string(),
+                quantity(&capped(ephemeral, &e.ephemeral_storage)),
+            ),
         ])
     };
     LimitRange {
@@ -388,8 +408,8 @@ pub fn limit_range(e: &Effective) -> LimitRange {
         spec: Some(LimitRangeSpec {
             limits: vec![LimitRangeItem {
                 type_: "Container".to_string(),
-                default_request: Some(pair("100m", "128Mi")),
-                default: Some(pair("500m", "512Mi")),
+                default_request: Some(amounts("100m", "128Mi", "256Mi")),
+                default: Some(amounts("500m", "512Mi", "1Gi")),
                 ..Default::default()
             }],
         }),
@@ -417,10 +437,20 @@ fn rule(resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// Read-only on the learner's pods, logs, config maps and secrets; nothing else.
-pub fn role(e: &Effective) -> Role {
-    Role {
-        metadata: meta(e, RBAC_NAME, "rbac"),
+/// The learner's rights, read-only on pods, their logs and status, config
+/// maps and secrets, granted by each learner namespace's RoleBinding in that
+/// namespace only. Not created by the operator: `deploy/rbac.yaml` installs
+/// it (tests/manifests.rs checks it is this).
+pub fn learner_cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(LEARNER_CLUSTER_ROLE.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                MANAGER.to_string(),
+            )])),
+            ..Default::default()
+        },
         rules: Some(vec![
             rule(
                 &["pods", "pods/log", "pods/status"],
@@ -428,16 +458,19 @@ pub fn role(e: &Effective) -> Role {
             ),
             rule(&["configmaps", "secrets"], &["get", "list"]),
         ]),
+        aggregation_rule: None,
     }
 }
 
+/// Binds [`learner_cluster_role`] to the learner's service account, in the
+/// learner's namespace.
 pub fn role_binding(e: &Effective) -> RoleBinding {
     RoleBinding {
         metadata: meta(e, RBAC_NAME, "rbac"),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".to_string()),
-            kind: "Role".to_string(),
-            name: RBAC_NAME.to_string(),
+            kind: "ClusterRole".to_string(),
+            name: LEARNER_CLUSTER_ROLE.to_string(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".to_string(),

@@ -63,7 +63,7 @@ fn every_namespaced_object_lives_in_the_learner_namespace_and_is_labelled() {
     let d = build(&example());
     let ns = d.namespace.metadata.name.clone().unwrap();
     let values = d.to_values();
-    assert_eq!(values.len(), 1 + 5 + 6);
+    assert_eq!(values.len(), 1 + 5 + 5);
     for object in &values[1..] {
         assert_eq!(object["metadata"]["namespace"], ns.as_str(), "{object}");
         assert_eq!(
@@ -213,6 +213,7 @@ fn quota_keys() {
             "requests.cpu": "2", "limits.cpu": "2",
             "requests.memory": "4Gi", "limits.memory": "4Gi",
             "requests.storage": "10Gi",
+            "requests.ephemeral-storage": "10Gi", "limits.ephemeral-storage": "10Gi",
             "pods": "10", "services": "5", "secrets": "10", "configmaps": "10"
         })
     );
@@ -230,9 +231,10 @@ fn defaults_fill_what_the_spec_leaves_out() {
             e.cpu.as_str(),
             e.memory.as_str(),
             e.storage.as_str(),
+            e.ephemeral_storage.as_str(),
             e.pods
         ),
-        ("2", "4Gi", "10Gi", 10)
+        ("2", "4Gi", "10Gi", "10Gi", 10)
     );
     assert!(e.egress_deny);
     assert_eq!(e.allowed_namespaces, ["aivo-system", "aivo-shared"]);
@@ -256,20 +258,44 @@ fn limit_range_defaults_fit_under_the_quota() {
     assert_eq!(item.type_, "Container");
     assert_eq!(
         v(&item.default_request),
-        json!({"cpu": "100m", "memory": "128Mi"})
+        json!({"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "256Mi"})
     );
-    assert_eq!(v(&item.default), json!({"cpu": "500m", "memory": "512Mi"}));
+    assert_eq!(
+        v(&item.default),
+        json!({"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"})
+    );
 
     let mut small = example();
     let q = small.spec.resource_quota.as_mut().unwrap();
     q.cpu = Some(crate::crd::QuantityValue("250m".into()));
     q.memory = Some(crate::crd::QuantityValue("100Mi".into()));
+    q.ephemeral_storage = Some(crate::crd::QuantityValue("200Mi".into()));
     let d = build(&small);
     let item = &d.limits.spec.as_ref().unwrap().limits[0];
-    assert_eq!(v(&item.default), json!({"cpu": "250m", "memory": "100Mi"}));
+    assert_eq!(
+        v(&item.default),
+        json!({"cpu": "250m", "memory": "100Mi", "ephemeral-storage": "200Mi"})
+    );
     assert_eq!(
         v(&item.default_request),
-        json!({"cpu": "100m", "memory": "100Mi"})
+        json!({"cpu": "100m", "memory": "100Mi", "ephemeral-storage": "200Mi"})
+    );
+}
+
+#[test]
+fn ephemeral_storage_follows_the_spec_then_the_configuration() {
+    let mut ls = example();
+    ls.spec.resource_quota.as_mut().unwrap().ephemeral_storage =
+        Some(crate::crd::QuantityValue("3Gi".into()));
+    let hard = v(&build(&ls).quota.spec.unwrap().hard);
+    assert_eq!(hard["requests.ephemeral-storage"], "3Gi");
+    assert_eq!(hard["limits.ephemeral-storage"], "3Gi");
+    let mut config = OperatorConfig::default();
+    config.default_resource_quota.ephemeral_storage = "7Gi".into();
+    let d = desired(&example(), &config).unwrap();
+    assert_eq!(
+        v(&d.quota.spec.unwrap().hard)["limits.ephemeral-storage"],
+        "7Gi"
     );
 }
 
@@ -282,22 +308,38 @@ fn rbac_is_exactly_read_only() {
         json!({"vault.hashicorp.com/role": "learner-default"})
     );
     assert_eq!(
-        v(&d.role.rules),
+        v(&learner_cluster_role().rules),
         json!([
             {"apiGroups": [""], "resources": ["pods", "pods/log", "pods/status"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list"]}
         ])
     );
+    assert_eq!(
+        learner_cluster_role().metadata.name.as_deref(),
+        Some("devenv-learner")
+    );
+    // A RoleBinding: the ClusterRole's rules hold in the learner's
+    // namespace only, for the learner's service account only.
     let ns = d.namespace.metadata.name.clone().unwrap();
+    assert_eq!(
+        d.role_binding.metadata.namespace.as_deref(),
+        Some(ns.as_str())
+    );
     assert_eq!(
         v(&d.role_binding),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": d.role_binding.metadata,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "learner"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "devenv-learner"},
             "subjects": [{"kind": "ServiceAccount", "name": "learner", "namespace": ns}]
         })
     );
+    let kinds: Vec<String> = d
+        .to_values()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!kinds.contains(&"Role".to_string()), "no Role: {kinds:?}");
 }
 
 #[test]

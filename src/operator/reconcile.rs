@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalized};
@@ -27,7 +28,7 @@ use super::compare::contains;
 use super::context::Context;
 use super::error::Error;
 use super::objects::{self, Desired, LEARNERSPACE_LABEL, MANAGER, NETWORK_POLICY_NAMES};
-use super::{status, tombstone};
+use super::{ownership, status, tombstone};
 use crate::crd::{FINALIZER, LearnerSpace, LearnerSpaceStatus, Phase};
 
 /// A healthy LearnerSpace is looked at again this often even without events,
@@ -110,28 +111,18 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
         .await?;
         return Ok(Action::requeue(DUPLICATE_RECHECK));
     }
-    if let Some(existing) = ctx.stores.namespaces.get(&ObjectRef::new(&target)) {
-        let owner = existing
-            .labels()
-            .get(LEARNERSPACE_LABEL)
-            .cloned()
-            .unwrap_or_default();
-        if owner != name {
-            let message = format!(
-                "namespace {target} exists and belongs to {owner:?}, not to this LearnerSpace"
-            );
-            set_status(
-                ls,
-                ctx,
-                api,
-                Phase::Failed,
-                "NamespaceTaken",
-                &message,
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(DUPLICATE_RECHECK));
-        }
+    // The cache holds only namespaces carrying the manager's labels: one
+    // that someone else made is only seen by asking the API server.
+    let existing = match ctx.stores.namespaces.get(&ObjectRef::new(&target)) {
+        Some(cached) => Some(cached),
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&target)
+            .await?
+            .map(Arc::new),
+    };
+    if let Some(existing) = &existing {
+        // Whoever's it was, a namespace on its way out is waited for, and
+        // nothing is written into it.
         if existing.meta().deletion_timestamp.is_some() {
             let message =
                 format!("waiting for the previous namespace {target} to finish terminating");
@@ -147,9 +138,23 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
             .await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
+        if !ownership::owned_by(existing, &name) {
+            let message = ownership::taken_message(&target, existing, &name);
+            set_status(
+                ls,
+                ctx,
+                api,
+                Phase::Failed,
+                "NamespaceTaken",
+                &message,
+                None,
+            )
+            .await?;
+            return Ok(Action::requeue(DUPLICATE_RECHECK));
+        }
     }
 
-    let created = match apply_all(ctx, &desired, &name).await {
+    let created = match apply_all(ctx, &desired, &name, existing.is_none()).await {
         Ok(created) => created,
         Err(e) => {
             let phase = if e.is_transient() {
@@ -207,15 +212,32 @@ fn first_with_same_learner(ls: &LearnerSpace, store: &Store<LearnerSpace>) -> Op
         .map(|other| other.name_any())
 }
 
-/// Applies every object that differs from the cache; removes network policies
-/// that a change of settings made obsolete. Returns whether the namespace was
-/// created.
-async fn apply_all(ctx: &Context, desired: &Desired, owner: &str) -> Result<bool, Error> {
+/// Creates the namespace when `absent`, then applies every object that
+/// differs from the cache; removes network policies that a change of
+/// settings made obsolete. Returns whether the namespace was created.
+async fn apply_all(
+    ctx: &Context,
+    desired: &Desired,
+    owner: &str,
+    absent: bool,
+) -> Result<bool, Error> {
     let s = &ctx.stores;
     let client = &ctx.client;
     let ns = desired.namespace.metadata.name.clone().unwrap_or_default();
-    let created = s.namespaces.get(&ObjectRef::new(&ns)).is_none();
-    ensure(Api::all(client.clone()), &s.namespaces, &desired.namespace).await?;
+    if absent {
+        // A create, not an apply: should someone make the namespace between
+        // the read above and here, this fails (409) instead of adopting it,
+        // and the next reconcile finds it taken.
+        let params = PostParams {
+            field_manager: Some(MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&params, &desired.namespace)
+            .await?;
+    } else {
+        ensure(Api::all(client.clone()), &s.namespaces, &desired.namespace).await?;
+    }
     for policy in &desired.network_policies {
         ensure(
             Api::namespaced(client.clone(), &ns),
@@ -242,12 +264,7 @@ async fn apply_all(ctx: &Context, desired: &Desired, owner: &str) -> Result<bool
         &desired.service_account,
     )
     .await?;
-    ensure(
-        Api::namespaced(client.clone(), &ns),
-        &s.roles,
-        &desired.role,
-    )
-    .await?;
+    remove_binding_to_another_role(ctx, &desired.role_binding, &ns).await?;
     ensure(
         Api::namespaced(client.clone(), &ns),
         &s.role_bindings,
@@ -261,7 +278,47 @@ async fn apply_all(ctx: &Context, desired: &Desired, owner: &str) -> Result<bool
     )
     .await?;
     prune_network_policies(ctx, desired, owner, &ns).await?;
-    Ok(created)
+    Ok(absent)
+}
+
+/// A RoleBinding's `roleRef` cannot be changed, only the binding replaced:
+/// one of ours that binds another role (the `learner` Role of earlier
+/// versions, or an edit) is deleted, exactly that version of it, before
+/// the wanted one is applied.
+async fn remove_binding_to_another_role(
+    ctx: &Context,
+    wanted: &RoleBinding,
+    ns: &str,
+) -> Result<(), Error> {
+    let name = wanted.metadata.name.clone().ok_or(Error::Unnamed)?;
+    let Some(cached) = ctx
+        .stores
+        .role_bindings
+        .get(&ObjectRef::new(&name).within(ns))
+    else {
+        return Ok(());
+    };
+    if cached.role_ref == wanted.role_ref {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: cached.meta().uid.clone(),
+            resource_version: cached.meta().resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    match Api::<RoleBinding>::namespaced(ctx.client.clone(), ns)
+        .delete(&name, &params)
+        .await
+    {
+        Ok(_) => {
+            info!(binding = %name, was = %cached.role_ref.name, "replacing a role binding to another role");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Server-side applies `desired` unless the cache already holds it.
@@ -357,12 +414,15 @@ async fn set_status(
     .await?;
     ctx.written.record(&uid, &version, &wanted);
     if previous.and_then(|s| s.phase) != Some(phase) {
-        let type_ = if matches!(phase, Phase::Failed) {
-            EventType::Warning
+        // A failure's Event is named for its cause (NamespaceTaken,
+        // DuplicateLearner...), as `kubectl describe` readers expect; the
+        // other transitions for the phase reached.
+        let (type_, event_reason) = if matches!(phase, Phase::Failed) {
+            (EventType::Warning, reason)
         } else {
-            EventType::Normal
+            (EventType::Normal, phase.as_str())
         };
-        record(ctx, ls, type_, phase.as_str(), message).await;
+        record(ctx, ls, type_, event_reason, message).await;
     }
     Ok(true)
 }
@@ -394,10 +454,11 @@ async fn cleanup(
     let existing = namespaces.get_opt(&target).await?;
     let ours = existing
         .as_ref()
-        .is_none_or(|n| n.labels().get(LEARNERSPACE_LABEL) == Some(&name));
+        .is_none_or(|n| ownership::owned_by(n, &name));
     if !ours {
-        // A duplicate: the namespace and its record belong to the first one.
-        info!(namespace = %target, "duplicate LearnerSpace deleted; the learner's namespace is not its own");
+        // A duplicate (the namespace and its record belong to the first
+        // one), or a namespace someone else made: neither is ours to delete.
+        info!(namespace = %target, "LearnerSpace deleted; the learner's namespace is not its own and is left alone");
         return Ok(Action::await_change());
     }
     let message = format!("recording tombstone and deleting namespace {target}");

@@ -40,7 +40,6 @@ fn context() -> (Arc<Context>, Handle) {
         quotas: ready_store(),
         limit_ranges: ready_store(),
         service_accounts: ready_store(),
-        roles: ready_store(),
         role_bindings: ready_store(),
         config_maps: ready_store(),
     };
@@ -81,17 +80,178 @@ fn status(code: u16, reason: &str) -> Value {
 
 /// Expects one request, checks it, answers it.
 async fn expect(handle: &mut Handle, method: &str, path: &str, code: StatusCode, body: Value) {
+    expect_body(handle, method, path, code, body).await;
+}
+
+/// Like [`expect`], returning the request's body (JSON, or null).
+async fn expect_body(
+    handle: &mut Handle,
+    method: &str,
+    path: &str,
+    code: StatusCode,
+    body: Value,
+) -> Value {
+    use http_body_util::BodyExt;
     let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
         .await
         .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
         .expect("the client is gone");
     assert_eq!(request.method().as_str(), method, "{}", request.uri());
     assert_eq!(request.uri().path(), path, "{method}");
+    let bytes = request.into_body().collect().await.unwrap().to_bytes();
     let response = Response::builder()
         .status(code)
         .body(Body::from(serde_json::to_vec(&body).unwrap()))
         .unwrap();
     send.send_response(response);
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+/// Asserts that no request follows.
+async fn no_more_requests(handle: &mut Handle) {
+    let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    match extra {
+        Err(_) | Ok(None) => {}
+        Ok(Some((request, _))) => {
+            panic!("unexpected request {} {}", request.method(), request.uri())
+        }
+    }
+}
+
+/// A LearnerSpace that already holds its finalizer, with no status yet.
+fn new_learner_space() -> LearnerSpace {
+    serde_json::from_value(json!({
+        "apiVersion": "aivo.dev/v1", "kind": "LearnerSpace",
+        "metadata": {
+            "name": "john-doe", "namespace": "aivo-system", "uid": "uid-2",
+            "resourceVersion": "3", "generation": 1,
+            "finalizers": ["aivo.dev/tombstone"]
+        },
+        "spec": {"learnerId": "john.doe"}
+    }))
+    .unwrap()
+}
+
+const STATUS_PATH: &str = "/apis/aivo.dev/v1/namespaces/aivo-system/learnerspaces/john-doe/status";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/aivo-system/events";
+
+fn event_answer() -> Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null})
+}
+
+/// A namespace with the learner's name that the manager did not make (absent
+/// from the label-filtered cache, found by a live read): the LearnerSpace
+/// fails with NamespaceTaken and a Warning Event, and not one request is
+/// made into the namespace.
+#[tokio::test]
+async fn a_namespace_someone_else_made_is_not_adopted() {
+    let (ctx, mut handle) = context();
+    let ls = new_learner_space();
+    let namespace = crate::names::learner_namespace("john.doe");
+    let reconciling = tokio::spawn(reconcile(Arc::new(ls.clone()), ctx));
+
+    // A squatter's namespace, even with our LearnerSpace label but not the
+    // manager's, is not ours.
+    let squatted = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {"aivo.dev/learnerspace": "john-doe", "team": "squat"}}});
+    expect(
+        &mut handle,
+        "GET",
+        &format!("/api/v1/namespaces/{namespace}"),
+        StatusCode::OK,
+        squatted,
+    )
+    .await;
+    let patch = expect_body(
+        &mut handle,
+        "PATCH",
+        STATUS_PATH,
+        StatusCode::OK,
+        serde_json::to_value(&ls).unwrap(),
+    )
+    .await;
+    let status = &patch["status"];
+    assert_eq!(status["phase"], "Failed", "{patch}");
+    assert_eq!(status["conditions"][0]["reason"], "NamespaceTaken");
+    assert!(status.get("namespace").is_none(), "not claimed: {patch}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains("not adopted"), "{message}");
+    let event = expect_body(
+        &mut handle,
+        "POST",
+        EVENTS_PATH,
+        StatusCode::CREATED,
+        event_answer(),
+    )
+    .await;
+    assert_eq!(event["reason"], "NamespaceTaken", "{event}");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["note"], message);
+
+    let action = tokio::time::timeout(Duration::from_secs(5), reconciling)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a taken namespace is a state, not an error");
+    assert_eq!(action, Action::requeue(DUPLICATE_RECHECK));
+    no_more_requests(&mut handle).await;
+}
+
+/// Absent at the read, there by the create: the create fails, nothing is
+/// applied over the namespace, and the reconcile is retried.
+#[tokio::test]
+async fn a_namespace_made_between_the_read_and_the_create_is_not_adopted() {
+    let (ctx, mut handle) = context();
+    let ls = new_learner_space();
+    let namespace = crate::names::learner_namespace("john.doe");
+    let reconciling = tokio::spawn(reconcile(Arc::new(ls.clone()), ctx));
+
+    expect(
+        &mut handle,
+        "GET",
+        &format!("/api/v1/namespaces/{namespace}"),
+        StatusCode::NOT_FOUND,
+        status(404, "NotFound"),
+    )
+    .await;
+    let created = expect_body(
+        &mut handle,
+        "POST",
+        "/api/v1/namespaces",
+        StatusCode::CONFLICT,
+        status(409, "AlreadyExists"),
+    )
+    .await;
+    assert_eq!(created["metadata"]["name"], namespace.as_str());
+    assert_eq!(
+        created["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "devenv-manager"
+    );
+    let patch = expect_body(
+        &mut handle,
+        "PATCH",
+        STATUS_PATH,
+        StatusCode::OK,
+        serde_json::to_value(&ls).unwrap(),
+    )
+    .await;
+    assert_eq!(patch["status"]["phase"], "Creating", "{patch}");
+    expect(
+        &mut handle,
+        "POST",
+        EVENTS_PATH,
+        StatusCode::CREATED,
+        event_answer(),
+    )
+    .await;
+
+    let error = tokio::time::timeout(Duration::from_secs(5), reconciling)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("the conflict is reported");
+    assert!(error.is_transient(), "retried soon: {error}");
+    no_more_requests(&mut handle).await;
 }
 
 #[tokio::test]
@@ -103,7 +263,7 @@ async fn a_failed_tombstone_holds_the_learnerspace_and_spares_the_namespace() {
 
     let reconciling = tokio::spawn(reconcile(Arc::new(ls.clone()), ctx));
     let ns_body = json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {"aivo.dev/learnerspace": "john-doe"}}});
+        "metadata": {"name": namespace, "labels": {"aivo.dev/learnerspace": "john-doe", "app.kubernetes.io/managed-by": "devenv-manager"}}});
     expect(
         &mut handle,
         "GET",
@@ -154,11 +314,7 @@ async fn a_failed_tombstone_holds_the_learnerspace_and_spares_the_namespace() {
     let error = result.expect_err("a tombstone that could not be written fails the cleanup");
     assert!(error.is_transient(), "retried soon: {error}");
     // Neither the namespace deletion nor the finalizer release was asked for.
-    let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    assert!(
-        extra.is_err() || extra.unwrap().is_none(),
-        "no further request"
-    );
+    no_more_requests(&mut handle).await;
 }
 
 #[tokio::test]

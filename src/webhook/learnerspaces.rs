@@ -24,6 +24,7 @@ const QUOTA_FIELDS: &[&str] = &[
     "cpu",
     "memory",
     "storage",
+    "ephemeralStorage",
     "pods",
     "services",
     "secrets",
@@ -202,6 +203,7 @@ fn validate_quota(quota: &Value, max: &QuotaConfig, v: &mut Validation) {
         ("cpu", &max.cpu),
         ("memory", &max.memory),
         ("storage", &max.storage),
+        ("ephemeralStorage", &max.ephemeral_storage),
     ] {
         let Some(value) = present(quota.get(field)) else {
             continue;

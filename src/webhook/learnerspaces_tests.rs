@@ -160,6 +160,22 @@ fn quota_quantities() {
 }
 
 #[test]
+fn ephemeral_storage_is_a_bounded_quantity() {
+    let v = check(json!({"learnerId": "a", "resourceQuota": {"ephemeralStorage": "100Gi"}}));
+    assert!(v.is_valid() && v.warnings.is_empty(), "{v:?}");
+    for bad in [json!("101Gi"), json!("0"), json!("lots"), json!(false)] {
+        let v = check(json!({"learnerId": "a", "resourceQuota": {"ephemeralStorage": bad}}));
+        assert_eq!(fields(&v), ["spec.resourceQuota.ephemeralStorage"], "{bad}");
+    }
+    let v = check(json!({"learnerId": "a", "resourceQuota": {"ephemeralStorage": "200Gi"}}));
+    assert!(
+        v.errors[0].reason.contains("exceeds the maximum of 100Gi"),
+        "{:?}",
+        v.errors
+    );
+}
+
+#[test]
 fn quota_counts() {
     assert!(check(json!({"learnerId": "a", "resourceQuota": {"pods": 1, "services": 0, "secrets": 100, "configmaps": 5}})).is_valid());
     let v = check(

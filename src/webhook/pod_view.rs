@@ -49,7 +49,19 @@ pub struct ProjectedView {
 #[serde(rename_all = "camelCase")]
 pub struct ProjectionView {
     pub service_account_token: Option<TokenProjectionView>,
-    pub config_map: Option<NamedView>,
+    pub config_map: Option<ConfigMapProjectionView>,
+    /// Every other kind of source (`secret`, `downwardAPI`,
+    /// `clusterTrustBundle`, kinds added later...): the webhook only needs to
+    /// know that one is there.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ProjectionView {
+    /// Whether the source has a kind other than a token or a config map.
+    pub fn has_other(&self) -> bool {
+        self.other.values().any(|v| !v.is_null())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,6 +69,21 @@ pub struct TokenProjectionView {
     #[serde(default)]
     pub path: String,
     pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfigMapProjectionView {
+    #[serde(default)]
+    pub name: String,
+    pub items: Option<Vec<KeyToPathView>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KeyToPathView {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

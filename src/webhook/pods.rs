@@ -7,7 +7,9 @@ use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Value, json};
 
 use super::FieldError;
-use super::pod_view::{ContainerView as Container, PodView as Pod, VolumeView as Volume};
+use super::pod_view::{
+    ContainerView as Container, PodView as Pod, ProjectionView as Source, VolumeView as Volume,
+};
 use crate::config::DevenvConfig;
 use crate::k8s::Operation;
 use crate::names;
@@ -44,7 +46,9 @@ pub enum PodDecision {
 #[derive(Debug, Clone)]
 pub struct PodPolicy {
     config: DevenvConfig,
+    /// `tokenMountPath` normalized (see [`components`]), as it is injected.
     mount_path: String,
+    mount_components: Vec<String>,
     volume: Value,
     ca_source: Value,
     mount: Value,
@@ -73,12 +77,17 @@ impl PodPolicy {
                 ]
             }
         });
-        let mount_path = normalize_path(&config.token_mount_path).to_string();
+        let mount_components: Vec<String> = components(&config.token_mount_path)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mount_path = format!("/{}", mount_components.join("/"));
         PodPolicy {
             mount: json!({"name": TOKEN_VOLUME, "mountPath": mount_path, "readOnly": true}),
             env: json!({"name": MANAGER_URL_ENV, "value": config.manager_url}),
             config: config.clone(),
             mount_path,
+            mount_components,
             volume,
             ca_source,
         }
@@ -110,12 +119,25 @@ impl PodPolicy {
             None => return PodDecision::NotDevenv,
         };
         let mut errors = Vec::new();
-        self.check_label(&developer, pod, &mut errors);
-        if *operation == Operation::Update {
-            check_label_unchanged(pod, old, &mut errors);
-        }
-        let volume_index = self.check_volume(pod, &mut errors);
-        self.check_mounts(pod, &mut errors);
+        let volume_index = match operation {
+            Operation::Update => {
+                // Only metadata can change on a pod (its volumes and mounts
+                // are immutable), so only the label is judged, and only when
+                // it changes: a pod admitted before these rules keeps
+                // working (its finalizers can still be removed).
+                if label_of(pod) != old.and_then(label_of) {
+                    self.check_label(&developer, pod, &mut errors);
+                    check_label_unchanged(pod, old, &mut errors);
+                }
+                None
+            }
+            _ => {
+                self.check_label(&developer, pod, &mut errors);
+                let index = self.check_volume(pod, &mut errors);
+                self.check_mounts(pod, &mut errors);
+                index
+            }
+        };
         if !errors.is_empty() {
             return PodDecision::Deny { developer, errors };
         }
@@ -152,38 +174,53 @@ impl PodPolicy {
         errors.push(FieldError::new(
             format!("spec.volumes[{index}]"),
             format!(
-                "a volume named {TOKEN_VOLUME} exists and is not the devenv-manager token projection (path {TOKEN_FILE}, audience {})",
+                "a volume named {TOKEN_VOLUME} exists and is not the devenv-manager token projection \
+                 (projected, with exactly a serviceAccountToken source of path {TOKEN_FILE} and audience {} \
+                 and at most the configMap {CA_CONFIGMAP} item {CA_KEY})",
                 self.config.audience
             ),
         ));
         None
     }
 
-    /// Ours: projected, with the same service-account token source (path and
-    /// audience). Defaulted fields (`defaultMode`, `expirationSeconds`) and a
-    /// missing CA source do not make it different.
+    /// Ours: projected, holding exactly one service-account token source
+    /// with our path and audience, at most our CA source, and nothing else.
+    /// Defaulted fields (`defaultMode`, `expirationSeconds`) and a missing CA
+    /// source do not make it different.
     fn is_our_volume(&self, volume: &Volume) -> bool {
         let Some(projected) = &volume.projected else {
             return false;
         };
-        projected.sources.iter().flatten().any(|source| {
-            source.service_account_token.as_ref().is_some_and(|t| {
+        let sources = projected.sources.as_deref().unwrap_or_default();
+        let tokens = sources.iter().filter(|s| self.is_our_token(s)).count();
+        let cas = sources.iter().filter(|s| is_our_ca(s)).count();
+        tokens == 1 && cas <= 1 && tokens + cas == sources.len()
+    }
+
+    fn is_our_token(&self, source: &Source) -> bool {
+        !source.has_other()
+            && source.config_map.is_none()
+            && source.service_account_token.as_ref().is_some_and(|t| {
                 t.path == TOKEN_FILE && t.audience.as_deref() == Some(self.config.audience.as_str())
             })
-        })
+    }
+
+    /// Whether `path` is the token mount path or lies under it.
+    fn is_at_or_under_mount_path(&self, path: &str) -> bool {
+        let path = components(path);
+        path.len() >= self.mount_components.len()
+            && path.iter().zip(&self.mount_components).all(|(a, b)| a == b)
     }
 
     fn check_mounts(&self, pod: &Pod, errors: &mut Vec<FieldError>) {
         for (field, index, container) in containers(pod) {
             for (m, mount) in container.volume_mounts.iter().flatten().enumerate() {
-                if normalize_path(&mount.mount_path) == self.mount_path
-                    && mount.name != TOKEN_VOLUME
-                {
+                if mount.name != TOKEN_VOLUME && self.is_at_or_under_mount_path(&mount.mount_path) {
                     errors.push(FieldError::new(
                         format!("spec.{field}[{index}].volumeMounts[{m}]"),
                         format!(
-                            "mounts volume {:?} at {}, which is reserved for the devenv-manager token",
-                            mount.name, self.mount_path
+                            "mounts volume {:?} at {:?}, at or under {}, which is reserved for the devenv-manager token",
+                            mount.name, mount.mount_path, self.mount_path
                         ),
                     ));
                 }
@@ -238,11 +275,9 @@ impl PodPolicy {
 
         for (field, index, container) in containers(pod) {
             let base = pointer(&["spec", field]).with_index(index, &[]);
-            let has_mount = container
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| normalize_path(&m.mount_path) == self.mount_path);
+            let has_mount = container.volume_mounts.iter().flatten().any(|m| {
+                m.name == TOKEN_VOLUME && components(&m.mount_path) == self.mount_components
+            });
             if !has_mount {
                 ops.push(append(
                     &base,
@@ -314,12 +349,35 @@ fn containers(pod: &Pod) -> impl Iterator<Item = (&'static str, usize, &Containe
     init.chain(main)
 }
 
-/// `/var/run/secrets/tokens/` and `/var/run/secrets/tokens` are the same mount point.
-fn normalize_path(path: &str) -> &str {
-    match path.trim_end_matches('/') {
-        "" => "/",
-        p => p,
+/// Our CA source: the `devenv-manager-ca` ConfigMap, exactly its item
+/// `ca.crt` at `ca.crt` (all keys, or another path, could put a file of
+/// someone else's choosing beside the token).
+fn is_our_ca(source: &Source) -> bool {
+    !source.has_other()
+        && source.service_account_token.is_none()
+        && source.config_map.as_ref().is_some_and(|c| {
+            c.name == CA_CONFIGMAP
+                && matches!(c.items.as_deref(), Some([item]) if item.key == CA_KEY && item.path == CA_KEY)
+        })
+}
+
+/// The components of a mount path as the container runtime resolves it:
+/// empty components and `.` dropped, `..` taking away the one before it
+/// (never above the root), a relative path counted from the root. So
+/// `/var/run/secrets//tokens/`, `/var/run/secrets/./tokens` and
+/// `/var/run/x/../secrets/tokens` are all `/var/run/secrets/tokens`.
+fn components(path: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            part => out.push(part),
+        }
     }
+    out
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {

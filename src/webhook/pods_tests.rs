@@ -326,6 +326,214 @@ fn denies_another_mount_at_the_token_path() {
     assert!(errors.iter().any(|e| e.starts_with("spec.containers[0].volumeMounts[1]: mounts volume \"secrets\"")));
 }
 
+/// Every spelling of the token path, and every path under it, is the token
+/// path: a mount of anything else there is refused, `subPath` or not.
+#[test]
+fn mounts_at_or_under_the_token_path_are_refused_however_spelt() {
+    let p = policy();
+    for path in [
+        "/var/run/secrets/tokens",
+        "/var/run/secrets/tokens/",
+        "/var/run/secrets//tokens",
+        "//var/run/secrets/tokens",
+        "/var/run/secrets/./tokens",
+        "/var/run/./secrets/tokens/.",
+        "/var/run/other/../secrets/tokens",
+        "/../var/run/secrets/tokens",
+        "var/run/secrets/tokens",
+        "/var/run/secrets/tokens/devenv-manager",
+        "/var/run/secrets/tokens/ca.crt",
+        "/var/run/secrets/tokens/deeper/still",
+    ] {
+        for sub_path in [None, Some("token")] {
+            let mut mount = json!({"name": "mine", "mountPath": path});
+            if let Some(sub_path) = sub_path {
+                mount["subPath"] = json!(sub_path);
+            }
+            let mut value = devenv_pod("devenv-alice");
+            value["spec"]["volumes"] = json!([{"name": "mine", "secret": {"secretName": "s"}}]);
+            value["spec"]["containers"][0]["volumeMounts"] = json!([mount]);
+            let errors = errors_of(create(&p, &value));
+            assert_eq!(errors.len(), 1, "{path} {sub_path:?}: {errors:?}");
+            assert!(
+                errors[0].starts_with("spec.containers[0].volumeMounts[0]: mounts volume \"mine\"")
+                    && errors[0].contains("at or under /var/run/secrets/tokens"),
+                "{path}: {errors:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mounts_beside_or_above_the_token_path_are_allowed() {
+    let p = policy();
+    for path in [
+        "/var/run/secrets",
+        "/var/run/secrets/tokens-other",
+        "/var/run/secrets/token",
+        "/var/run/secrets/tokens/../other",
+        "/data",
+    ] {
+        let mut value = devenv_pod("devenv-alice");
+        value["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+        value["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": path}]);
+        let out = mutate(&p, &value);
+        let mounts = out["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap();
+        assert_eq!(mounts.len(), 2, "{path}: ours added beside it");
+        assert_eq!(mounts[1]["mountPath"], "/var/run/secrets/tokens");
+    }
+}
+
+#[test]
+fn our_volume_mounted_at_another_spelling_of_the_path_is_not_mounted_twice() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "devenv-manager-token", "mountPath": "/var/run/secrets//tokens/.", "readOnly": true}]);
+    let out = mutate(&p, &value);
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn token_source() -> Value {
+    json!({"serviceAccountToken": {"path": "devenv-manager", "audience": "devenv-manager"}})
+}
+
+fn ca_source() -> Value {
+    json!({"configMap": {"name": "devenv-manager-ca", "optional": true, "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+}
+
+/// A volume under our name counts as ours only with exactly our token
+/// source and at most our CA source: anything beside them could put a file
+/// of someone else's choosing where `devenv` reads.
+#[test]
+fn a_volume_under_our_name_with_any_other_source_is_refused() {
+    let p = policy();
+    let cases = [
+        (
+            "a secret beside the token",
+            json!([token_source(), {"secret": {"name": "stolen", "items": [{"key": "t", "path": "x"}]}}]),
+        ),
+        (
+            "the downward API beside the token",
+            json!([token_source(), {"downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}}]),
+        ),
+        (
+            "another config map beside the token",
+            json!([token_source(), {"configMap": {"name": "other", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]),
+        ),
+        (
+            "every key of our config map",
+            json!([token_source(), {"configMap": {"name": "devenv-manager-ca"}}]),
+        ),
+        (
+            "another item of our config map",
+            json!([token_source(), {"configMap": {"name": "devenv-manager-ca", "items": [
+                {"key": "ca.crt", "path": "ca.crt"}, {"key": "extra", "path": "extra"}]}}]),
+        ),
+        (
+            "our CA at another path",
+            json!([token_source(), {"configMap": {"name": "devenv-manager-ca", "items": [{"key": "ca.crt", "path": "devenv-manager-2"}]}}]),
+        ),
+        ("two token sources", json!([token_source(), token_source()])),
+        (
+            "two CA sources",
+            json!([token_source(), ca_source(), ca_source()]),
+        ),
+        (
+            "a source of a kind added later",
+            json!([token_source(), {"podCertificate": {"signerName": "x", "keyType": "ED25519"}}]),
+        ),
+        ("the CA alone", json!([ca_source()])),
+        ("no source", json!([])),
+    ];
+    for (what, sources) in cases {
+        let mut value = devenv_pod("devenv-alice");
+        value["spec"]["volumes"] =
+            json!([{"name": "devenv-manager-token", "projected": {"sources": sources}}]);
+        let errors = errors_of(create(&p, &value));
+        assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+        assert!(
+            errors[0].starts_with("spec.volumes[0]: a volume named devenv-manager-token exists"),
+            "{what}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn our_volume_with_both_sources_after_defaulting_is_ours() {
+    let p = policy();
+    let mut value = devenv_pod("devenv-alice");
+    value["spec"]["volumes"] = json!([{"name": "devenv-manager-token", "projected": {
+    "defaultMode": 420,
+    "sources": [
+        {"serviceAccountToken": {"path": "devenv-manager", "audience": "devenv-manager", "expirationSeconds": 3600}},
+        {"configMap": {"name": "devenv-manager-ca", "optional": true, "items": [{"key": "ca.crt", "path": "ca.crt", "mode": 292}]}}
+    ]}}]);
+    let patch = patch_of(create(&p, &value));
+    assert!(
+        patch
+            .iter()
+            .all(|op| !op.path().as_str().starts_with("/spec/volumes")),
+        "kept as it is: {patch:?}"
+    );
+}
+
+/// Pod volumes and mounts cannot change after creation; an UPDATE is judged
+/// on its label only, and only when the label changes. So a pod admitted
+/// before a rule existed (or while the webhook was away) can still be
+/// updated, for instance to remove its finalizers.
+#[test]
+fn updates_that_keep_the_label_are_allowed_whatever_the_pod_holds() {
+    let p = policy();
+    let mut old = devenv_pod("devenv-alice");
+    old["metadata"]["labels"] = json!({"developer": "bob"});
+    old["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    old["spec"]["volumes"] = json!([{"name": "devenv-manager-token", "emptyDir": {}}]);
+    old["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "x", "mountPath": "/var/run/secrets/tokens"}]);
+    let mut new = old.clone();
+    new["metadata"]["finalizers"] = json!([]);
+    assert_eq!(
+        p.decide(
+            &Operation::Update,
+            "devenv",
+            &pod(new),
+            Some(&pod(old.clone()))
+        ),
+        PodDecision::Allow {
+            developer: "alice".into(),
+            patch: vec![]
+        }
+    );
+    // The same pod created is refused three times over.
+    assert_eq!(errors_of(create(&p, &old)).len(), 3);
+}
+
+#[test]
+fn an_update_may_add_the_label_only_for_the_pods_own_developer() {
+    let p = policy();
+    let old = pod(devenv_pod("devenv-alice"));
+    let mut own = devenv_pod("devenv-alice");
+    own["metadata"]["labels"] = json!({"developer": "alice"});
+    assert!(matches!(
+        p.decide(&Operation::Update, "devenv", &pod(own), Some(&old)),
+        PodDecision::Allow { .. }
+    ));
+    let mut other = devenv_pod("devenv-alice");
+    other["metadata"]["labels"] = json!({"developer": "bob"});
+    let errors = errors_of(p.decide(&Operation::Update, "devenv", &pod(other), Some(&old)));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("names developer \"bob\""), "{errors:?}");
+}
+
 #[test]
 fn configuration_is_honoured() {
     let config = DevenvConfig {
