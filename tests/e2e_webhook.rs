@@ -512,10 +512,9 @@ async fn bind_pod_label_policy(client: &kube::Client, namespace: &str, probe: &s
         if let Err(kube::Error::Api(s)) = pods
             .patch_status(probe, &dry, &Patch::Merge(&relabel))
             .await
+            && s.message.contains("may not be changed or removed")
         {
-            if s.message.contains("may not be changed or removed") {
-                return;
-            }
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

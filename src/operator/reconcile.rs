@@ -183,11 +183,12 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
         Some(&target),
     )
     .await?;
-    if changed && !was_ready {
-        if let Some(created_at) = &ls.meta().creation_timestamp {
-            let seconds = (Timestamp::now() - created_at.0).get_seconds() as f64;
-            ctx.metrics.namespace_creation.observe(seconds.max(0.0));
-        }
+    if changed
+        && !was_ready
+        && let Some(created_at) = &ls.meta().creation_timestamp
+    {
+        let seconds = (Timestamp::now() - created_at.0).get_seconds() as f64;
+        ctx.metrics.namespace_creation.observe(seconds.max(0.0));
     }
     Ok(Action::requeue(RESYNC))
 }
@@ -473,16 +474,16 @@ async fn cleanup(
     )
     .await?;
     write_tombstone(ls, ctx).await?;
-    if let Some(ns) = existing {
-        if ns.meta().deletion_timestamp.is_none() {
-            match namespaces
-                .delete(&target, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => info!(namespace = %target, "namespace deletion requested"),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+    if let Some(ns) = existing
+        && ns.meta().deletion_timestamp.is_none()
+    {
+        match namespaces
+            .delete(&target, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => info!(namespace = %target, "namespace deletion requested"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
     if let Some(deleted_at) = &ls.meta().deletion_timestamp {

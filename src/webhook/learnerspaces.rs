@@ -68,13 +68,13 @@ pub fn validate(config: &OperatorConfig, object: &Value, old: Option<&Value>) ->
         v.warnings
             .push(format!("spec.{key}: unknown field, ignored"));
     }
-    if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
-        if name.len() > 63 {
-            v.error(
-                "metadata.name",
-                "must be at most 63 characters: it labels every object of the learner",
-            );
-        }
+    if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str)
+        && name.len() > 63
+    {
+        v.error(
+            "metadata.name",
+            "must be at most 63 characters: it labels every object of the learner",
+        );
     }
     validate_learner_id(spec, old, &mut v);
     validate_subjects(spec.get("subjects"), &mut v);
@@ -129,10 +129,10 @@ fn validate_learner_id(spec: &Map<String, Value>, old: Option<&Value>, v: &mut V
         .and_then(|o| o.get("spec"))
         .and_then(|s| s.get("learnerId"))
         .and_then(Value::as_str);
-    if let Some(old_id) = old_id {
-        if old_id != id {
-            v.error(FIELD, format!("is immutable (was {old_id:?}, now {id:?})"));
-        }
+    if let Some(old_id) = old_id
+        && old_id != id
+    {
+        v.error(FIELD, format!("is immutable (was {old_id:?}, now {id:?})"));
     }
 }
 
@@ -226,10 +226,10 @@ fn validate_quota(quota: &Value, max: &QuotaConfig, v: &mut Validation) {
                 v.error(path, format!("{text:?} must be greater than zero"))
             }
             Ok(q) => {
-                if let Ok(limit_q) = Quantity::parse(limit) {
-                    if q > limit_q {
-                        v.error(path, format!("{text:?} exceeds the maximum of {limit}"));
-                    }
+                if let Ok(limit_q) = Quantity::parse(limit)
+                    && q > limit_q
+                {
+                    v.error(path, format!("{text:?} exceeds the maximum of {limit}"));
                 }
             }
         }
@@ -263,10 +263,10 @@ fn validate_network_policy(policy: &Value, v: &mut Validation) {
         v.warnings
             .push(format!("spec.networkPolicy.{key}: unknown field, ignored"));
     }
-    if let Some(deny) = present(policy.get("egressDeny")) {
-        if !deny.is_boolean() {
-            v.error("spec.networkPolicy.egressDeny", "must be true or false");
-        }
+    if let Some(deny) = present(policy.get("egressDeny"))
+        && !deny.is_boolean()
+    {
+        v.error("spec.networkPolicy.egressDeny", "must be true or false");
     }
     let Some(allowed) = present(policy.get("allowedNamespaces")) else {
         return;

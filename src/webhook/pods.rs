@@ -151,16 +151,16 @@ impl PodPolicy {
     }
 
     fn check_label(&self, developer: &str, pod: &Pod, errors: &mut Vec<FieldError>) {
-        if let Some(label) = label_of(pod) {
-            if label != developer {
-                errors.push(FieldError::new(
-                    "metadata.labels.developer",
-                    format!(
-                        "names developer {label:?} but the pod runs as service account {}{developer}",
-                        self.config.service_account_prefix
-                    ),
-                ));
-            }
+        if let Some(label) = label_of(pod)
+            && label != developer
+        {
+            errors.push(FieldError::new(
+                "metadata.labels.developer",
+                format!(
+                    "names developer {label:?} but the pod runs as service account {}{developer}",
+                    self.config.service_account_prefix
+                ),
+            ));
         }
     }
 
