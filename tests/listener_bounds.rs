@@ -146,16 +146,8 @@ fn learnerspace_review() -> Value {
     serde_json::from_str(&fixture("examples/admission-review-learnerspace.json")).unwrap()
 }
 
-async fn post(server: &Server, path: &str, body: String) -> (u16, String) {
-    let response = server
-        .client()
-        .post(server.webhook_url(path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    (response.status().as_u16(), response.text().await.unwrap())
+async fn post(server: &Server, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+    server.post(path, body).await
 }
 
 #[tokio::test]

@@ -9,15 +9,7 @@ use common::{Server, client_trusting, fixture};
 use serde_json::{Value, json};
 
 async fn post(server: &Server, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
-    let response = server
-        .client()
-        .post(server.webhook_url(path))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    (response.status().as_u16(), response.text().await.unwrap())
+    server.post(path, body).await
 }
 
 async fn review(server: &Server, path: &str, review: &Value) -> Value {

@@ -44,6 +44,47 @@ use connection::{Activity, Closed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// What a listener serves: a cloneable tower service that answers every
+/// HTTP request (in practice `warp::service(filter)`).
+pub trait HttpService<B>:
+    tower_service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body hyper can send on either protocol.
+pub trait ResponseBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// How a listener's connections are carried.
 pub enum Transport {
     /// TLS with certificates from the resolver (re-read on every new
@@ -139,18 +180,8 @@ pub async fn serve<S, B>(
     service: S,
     shutdown: CancellationToken,
 ) where
-    S: tower_service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let Listener {
         name,
@@ -269,18 +300,8 @@ struct Connection {
 impl Connection {
     async fn run<S, B>(self, tcp: TcpStream, service: S)
     where
-        S: tower_service::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = http::Response<B>,
-                Error = Infallible,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let _open = self.metrics.opened(self.name);
         let activity = Activity::new();

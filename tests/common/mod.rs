@@ -73,6 +73,19 @@ impl Server {
         client_trusting(&self.cert_dir.join("ca.crt"))
     }
 
+    /// POSTs JSON to a webhook path: the status and the body as text.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let response = self
+            .client()
+            .post(self.webhook_url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     pub async fn metrics_text(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics))
             .await
