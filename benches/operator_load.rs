@@ -57,6 +57,15 @@ fn learner_space(name: &str, learner: &str) -> LearnerSpace {
     .expect("LearnerSpace")
 }
 
+/// Objects the operator keeps for one learner, as `render` builds them.
+fn objects_per_learner() -> usize {
+    let config = devenv_manager::config::Config::default();
+    devenv_manager::operator::objects::desired(&learner_space("x", "x"), &config.operator)
+        .expect("objects")
+        .to_values()
+        .len()
+}
+
 async fn create_all(api: &Api<LearnerSpace>, objects: Vec<LearnerSpace>) {
     futures::stream::iter(objects)
         .for_each_concurrent(16, |ls| async move {
@@ -176,7 +185,7 @@ fn main() {
                 println!("    {resource:<28} {delta}");
             }
         }
-        println!("  RSS                  {rss_after_first:.1} MiB with {learners} LearnerSpaces and their {} objects cached", learners * 12);
+        println!("  RSS                  {rss_after_first:.1} MiB with {learners} LearnerSpaces and their {} objects cached", learners * objects_per_learner());
         println!("  RSS                  {rss_cached:.1} MiB with {cached} LearnerSpaces cached");
         if std::env::var_os("KEEP_LOGS").is_some() {
             println!("  operator logs in     {}", dir.keep().display());
