@@ -18,13 +18,19 @@ pub enum Error {
 
 impl Error {
     /// A small fixed set of values, safe as a metric label or Event reason.
+    /// An error the finalizer wrapper passes on has the category of its
+    /// cause: `FinalizerError` is only the finalizer's own failures.
     pub fn category(&self) -> &'static str {
         match self {
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "FinalizerError",
+            },
             Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
             Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
             Error::Kube(_) => "ApiError",
             Error::Build(_) => "InvalidSpec",
-            Error::Finalizer(_) => "FinalizerError",
             Error::Unnamed => "InvalidObject",
             Error::Serialize(_) => "InvalidObject",
         }
@@ -44,5 +50,27 @@ impl Error {
             },
             Error::Build(_) | Error::Unnamed | Error::Serialize(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::finalizer;
+
+    fn api(code: u16) -> Error {
+        let mut status = kube::core::Status::failure("refused", "Forbidden");
+        status.code = code;
+        Error::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn a_wrapped_error_keeps_its_category() {
+        let wrapped = Error::Finalizer(Box::new(finalizer::Error::ApplyFailed(api(403))));
+        assert_eq!(wrapped.category(), "Forbidden");
+        let wrapped = Error::Finalizer(Box::new(finalizer::Error::CleanupFailed(api(409))));
+        assert_eq!(wrapped.category(), "Conflict");
+        let own = Error::Finalizer(Box::new(finalizer::Error::UnnamedObject));
+        assert_eq!(own.category(), "FinalizerError");
     }
 }
