@@ -216,16 +216,24 @@ teardown() {
     for name in kube-router kube-proxy kubelet kube-scheduler kube-controller-manager; do
       stop_pidfile "$dir/pids/$name" 3
     done
-    # Containers (runc kills their processes by cgroup), then their shims.
-    if [[ -d "$dir/runc" ]]; then
-      for id in $(runc --root "$dir/runc" list -q 2>/dev/null); do
-        runc --root "$dir/runc" kill -a "$id" KILL 2>/dev/null || true
-        runc --root "$dir/runc" delete -f "$id" 2>/dev/null || true
+    # Containers (runc kills their processes by cgroup), then their shims:
+    # each container's init process is a child of its shim.
+    local shims=() runc_root
+    for c in "$dir"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid; do
+      [[ -f "$c" ]] || continue
+      id="$(ps -o ppid= -p "$(cat "$c")" 2>/dev/null | tr -d ' ')"
+      [[ -n "$id" && "$id" != 1 ]] && shims+=("$id")
+    done
+    for runc_root in "$dir"/runc/*/; do
+      [[ -d "$runc_root" ]] || continue
+      for id in $(runc --root "$runc_root" list -q 2>/dev/null); do
+        runc --root "$runc_root" kill -a "$id" KILL 2>/dev/null || true
+        runc --root "$runc_root" delete -f "$id" 2>/dev/null || true
       done
-    fi
+    done
     stop_pidfile "$dir/pids/containerd" 3
-    for c in "$dir"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
-      [[ -f "$c" ]] && stop_pidfile "$c" 1
+    for id in "${shims[@]}"; do
+      kill -KILL "$id" 2>/dev/null || true
     done
     stop_pidfile "$dir/pids/kube-apiserver" 0
     stop_pidfile "$dir/pids/etcd" 0
@@ -418,7 +426,7 @@ up() {
     --service-account-issuer="$sa_issuer" --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" --api-audiences="$sa_issuer" \
     --service-cluster-ip-range="$service_cidr" --allow-privileged=true \
-    --enable-aggregator-routing=true \
+    --enable-aggregator-routing=true --kubelet-preferred-address-types=InternalIP \
     --audit-policy-file="$dir/audit-policy.json" --audit-log-path="$dir/audit.log" \
     --audit-log-format=json --audit-log-mode=blocking --audit-log-maxsize=0 --profiling=false
   wait_for kube-apiserver 90 curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" \
@@ -536,11 +544,19 @@ metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0, min: 0}
 PROXY
   start kube-proxy netns "$bin/kube-proxy" --config="$dir/kube-proxy.yaml"
+  # kube-router looks its node up once, at start.
+  wait_for kubelet 60 "$bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" get node "$node"
   # NetworkPolicy only: routing is the bridge's, services are kube-proxy's.
-  start kube-router netns "$bin/kube-router" --kubeconfig="$dir/admin.kubeconfig" \
+  start kube-router netns env NODE_NAME="$node" "$bin/kube-router" --kubeconfig="$dir/admin.kubeconfig" \
     --hostname-override="$node" --run-firewall=true --run-router=false \
     --run-service-proxy=false --enable-cni=false --metrics-port=0 --v=1
   wait_for kubelet 120 node_ready
+  wait_for kube-router 60 nsenter --net="/run/netns/$netns" -- curl -fsS http://127.0.0.1:20244/healthz
+  wait_for kube-proxy 60 nsenter --net="/run/netns/$netns" -- curl -fsS http://127.0.0.1:10256/healthz
+  local name
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router; do
+    kill -0 "$(cat "$dir/pids/$name")" 2>/dev/null || { tail -n 30 "$dir/logs/$name.log" >&2; die "$name exited"; }
+  done
   log "node $node ready after $(( $(date +%s) - started ))s"
   {
     echo "slot=$slot"; echo "node=$node"; echo "node_ip=$node_ip"; echo "host_ip=$host_ip"
