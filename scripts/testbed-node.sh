@@ -191,11 +191,14 @@ slot_lock() { echo "$lockdir/devenv-testbed-node-$1.lock"; }
 slot_record() { echo "$lockdir/devenv-testbed-node-$1.dir"; }
 cgroup_controllers=(pids cpuset cpuacct cpu memory systemd blkio devices freezer hugetlb net_cls net_prio perf_event rdma misc unified)
 
-# Kills the process in pid file $1 (TERM, then KILL after $2 seconds).
-stop_pidfile() {
-  local file="$1" grace="${2:-5}" pid i
-  [[ -f "$file" ]] || return 0
-  pid="$(cat "$file")"
+# Kills the process named $1 of the cluster in directory $2 (TERM, then KILL
+# after $3 seconds): its pid as `start` recorded it in this shell, or else
+# (cleaning up after a killed run) in DIR/pids/NAME.
+declare -A started_pids=()
+stop_process() {
+  local name="$1" dir="$2" grace="${3:-5}" pid i file="$2/pids/$1"
+  pid="${started_pids[$name]:-}"
+  [[ -z "$pid" && -f "$file" ]] && pid="$(cat "$file")"
   if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for (( i = 0; i < grace * 10; i++ )); do
@@ -211,10 +214,9 @@ stop_pidfile() {
 # mounts, network namespace, cgroups; the directory itself unless kept.
 teardown() {
   local n="$1" dir="$2" keep="${3:-}" name id mnt c
-  [[ -n "$dir" && -d "$dir" ]] || dir=""
   if [[ -n "$dir" ]]; then
     for name in kube-router kube-proxy kubelet kube-scheduler kube-controller-manager; do
-      stop_pidfile "$dir/pids/$name" 3
+      stop_process "$name" "$dir" 3
     done
     # Containers (runc kills their processes by cgroup), then their shims:
     # each container's init process is a child of its shim.
@@ -231,26 +233,49 @@ teardown() {
         runc --root "$runc_root" delete -f "$id" 2>/dev/null || true
       done
     done
-    stop_pidfile "$dir/pids/containerd" 3
+    stop_process containerd "$dir" 3
     for id in "${shims[@]}"; do
       kill -KILL "$id" 2>/dev/null || true
     done
-    stop_pidfile "$dir/pids/kube-apiserver" 0
-    stop_pidfile "$dir/pids/etcd" 0
+    stop_process kube-apiserver "$dir" 0
+    stop_process etcd "$dir" 0
     # Mounts under the directory (volumes, rootfs, network namespaces of
     # pods), the deepest first.
     for mnt in $(awk '{ print $5 }' /proc/self/mountinfo | grep -F "$dir/" | sort -r); do
       umount -l "$mnt" 2>/dev/null || true
     done
   fi
-  ip netns del "dvn-$n" 2>/dev/null || true
-  ip link del "dvn-$n" 2>/dev/null || true
+  # Whatever still runs in the node's cgroups (state files lost, a runc
+  # that failed), and the shims those processes are children of.
+  local pids=() i
   for c in "${cgroup_controllers[@]}"; do
     [[ -d "/sys/fs/cgroup/$c/devenv-testbed-$n" ]] || continue
-    find "/sys/fs/cgroup/$c/devenv-testbed-$n" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    pids+=($(find "/sys/fs/cgroup/$c/devenv-testbed-$n" -name cgroup.procs -exec cat {} + 2>/dev/null))
+  done
+  for id in $(printf '%s\n' "${pids[@]}" | sort -u); do
+    c="$(ps -o ppid= -p "$id" 2>/dev/null | tr -d ' ')"
+    if [[ -n "$c" ]] && grep -q containerd-shim "/proc/$c/cmdline" 2>/dev/null; then
+      kill -KILL "$c" 2>/dev/null || true
+    fi
+    kill -KILL "$id" 2>/dev/null || true
+  done
+  ip netns del "dvn-$n" 2>/dev/null || true
+  ip link del "dvn-$n" 2>/dev/null || true
+  # Killed processes leave their cgroups a moment later.
+  for (( i = 0; i < 50; i++ )); do
+    local left=0
+    for c in "${cgroup_controllers[@]}"; do
+      [[ -d "/sys/fs/cgroup/$c/devenv-testbed-$n" ]] || continue
+      find "/sys/fs/cgroup/$c/devenv-testbed-$n" -depth -type d -exec rmdir {} + 2>/dev/null || left=1
+    done
+    (( left == 0 )) && break
+    sleep 0.1
   done
   rm -f "$(slot_record "$n")"
   if [[ -n "$dir" && -z "$keep" ]]; then
+    # The test harness's log of this script, kept when the cluster never
+    # came up (it says why).
+    [[ -f "$dir/ready" ]] && rm -f "$dir.log"
     rm -rf "$dir"
   elif [[ -n "$dir" ]]; then
     log "kept $dir"
@@ -320,6 +345,7 @@ start() {
   else
     "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
   fi
+  started_pids[$name]=$!
   echo $! > "$dir/pids/$name"
 }
 
