@@ -244,9 +244,11 @@ async fn learner_network_policies_hold_for_real_packets() {
     probe
         .is_blocked(from_a, "connect", &node.host_ip, &api_port)
         .await;
-    // The same targets are up: a pod with no policies reaches them.
+    // The same targets are up: B's pod takes traffic from the operator's
+    // namespace, and a pod under no policy reaches the rest.
     let from_other = (other.as_str(), "other1");
-    probe.reaches(from_other, "tcp", &b1, PORT).await;
+    probe.reaches((op.as_str(), "op1"), "tcp", &b1, PORT).await;
+    probe.reaches(from_other, "tcp", &dns_ip, PORT).await;
     probe
         .reaches(from_other, "connect", &node.host_ip, &api_port)
         .await;
