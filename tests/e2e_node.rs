@@ -33,7 +33,12 @@ async fn create(node: &Node, ns: &str, pod: &Pod) {
     Api::<Pod>::namespaced(node.bed.client().await, ns)
         .create(&PostParams::default(), pod)
         .await
-        .unwrap_or_else(|e| panic!("creating pod {ns}/{}: {e}", pod.metadata.name.as_ref().unwrap()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "creating pod {ns}/{}: {e}",
+                pod.metadata.name.as_ref().unwrap()
+            )
+        });
 }
 
 async fn call(manager: &Manager, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
@@ -95,7 +100,11 @@ async fn delete_is_200_for_a_pod_removed_at_once_and_202_while_a_running_pod_ter
         &token,
     )
     .await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("Deleted")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("Deleted")),
+        "{body}"
+    );
     let pods = Api::<Pod>::namespaced(node.bed.client().await, &ns);
     assert!(pods.get_opt("parked").await.unwrap().is_none());
 
@@ -124,7 +133,10 @@ async fn delete_is_200_for_a_pod_removed_at_once_and_202_while_a_running_pod_ter
 /// The seed's StatefulSet (deploy/examples/devenv-statefulset.yaml) with
 /// the test bed's workspace image, which has `devenv` on its PATH.
 fn seed_statefulset() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/devenv-statefulset.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/devenv-statefulset.yaml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let image = "registry.example.com/devenv/workspace:2026.11.1";
     assert!(text.contains(image), "{path} no longer names {image}");
@@ -193,7 +205,14 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     // As the README says: the developer's account, then the workspace.
     kubectl_ok(
         node,
-        &["apply", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/users/devenv-eywalker.yaml")],
+        &[
+            "apply",
+            "-f",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/users/devenv-eywalker.yaml"
+            ),
+        ],
         None,
     );
     kubectl_ok(node, &["apply", "-f", "-"], Some(&home_volume(node)));
@@ -214,7 +233,11 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     // No flags, no environment of its own: the injected URL, the projected
     // token and the CA from the projected ConfigMap.
     let (code, out, err) = node
-        .exec("devenv", "devenv-eywalker-0", &["devenv", "pods", "list", "--remote"])
+        .exec(
+            "devenv",
+            "devenv-eywalker-0",
+            &["devenv", "pods", "list", "--remote"],
+        )
         .await;
     assert_eq!(code, 0, "devenv pods list --remote: {err}");
     assert!(lists(&out, "devenv-eywalker-0"), "{out}");
@@ -227,19 +250,33 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     )
     .await;
     // Another developer's workspace.
-    node.bed.create_service_account("devenv", "devenv-bob").await;
-    create(node, "devenv", &pod("bob-ws", "bob", WORKSPACE, GRACEFUL, 30)).await;
+    node.bed
+        .create_service_account("devenv", "devenv-bob")
+        .await;
+    create(
+        node,
+        "devenv",
+        &pod("bob-ws", "bob", WORKSPACE, GRACEFUL, 30),
+    )
+    .await;
     node.wait_running("devenv", "eywalker-scratch").await;
     node.wait_running("devenv", "bob-ws").await;
 
     let listed = testbed::eventually("the sibling in eywalker's list", || async {
         let (code, out, _) = node
-            .exec("devenv", "devenv-eywalker-0", &["devenv", "pods", "list", "--remote"])
+            .exec(
+                "devenv",
+                "devenv-eywalker-0",
+                &["devenv", "pods", "list", "--remote"],
+            )
             .await;
         (code == 0 && lists(&out, "eywalker-scratch")).then_some(out)
     })
     .await;
-    assert!(!lists(&listed, "bob-ws"), "bob's pod in eywalker's list: {listed}");
+    assert!(
+        !lists(&listed, "bob-ws"),
+        "bob's pod in eywalker's list: {listed}"
+    );
 
     // The same command in bob's pod sees bob's pod only.
     let (code, out, err) = node
@@ -254,7 +291,15 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
         .exec(
             "devenv",
             "bob-ws",
-            &["devenv", "pods", "delete", "eywalker-scratch", "--remote", "-n", "devenv"],
+            &[
+                "devenv",
+                "pods",
+                "delete",
+                "eywalker-scratch",
+                "--remote",
+                "-n",
+                "devenv",
+            ],
         )
         .await;
     assert_ne!(code, 0);
@@ -265,7 +310,15 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
         .exec(
             "devenv",
             "devenv-eywalker-0",
-            &["devenv", "pods", "delete", "eywalker-scratch", "--remote", "-n", "devenv"],
+            &[
+                "devenv",
+                "pods",
+                "delete",
+                "eywalker-scratch",
+                "--remote",
+                "-n",
+                "devenv",
+            ],
         )
         .await;
     assert_eq!(code, 0, "{err}");
@@ -277,6 +330,17 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     let pods = Api::<Pod>::namespaced(node.bed.client().await, "devenv");
     assert!(pods.get_opt("bob-ws").await.unwrap().is_some());
 
-    kubectl_ok(node, &["delete", "statefulset", "-n", "devenv", "devenv-eywalker", "--wait=false"], None);
+    kubectl_ok(
+        node,
+        &[
+            "delete",
+            "statefulset",
+            "-n",
+            "devenv",
+            "devenv-eywalker",
+            "--wait=false",
+        ],
+        None,
+    );
     manager.stop().await;
 }

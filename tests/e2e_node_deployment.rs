@@ -72,7 +72,11 @@ fn process_of(node: &Node, id: &str) -> (String, bool) {
         .args(["state", id])
         .output()
         .unwrap();
-    assert!(state.status.success(), "runc state {id}: {}", String::from_utf8_lossy(&state.stderr));
+    assert!(
+        state.status.success(),
+        "runc state {id}: {}",
+        String::from_utf8_lossy(&state.stderr)
+    );
     let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
     let pid = state["pid"].as_i64().expect("container pid");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -85,7 +89,10 @@ fn process_of(node: &Node, id: &str) -> (String, bool) {
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     let root_read_only = mountinfo.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.get(4) == Some(&"/") && fields.get(5).is_some_and(|o| o.split(',').any(|o| o == "ro"))
+        fields.get(4) == Some(&"/")
+            && fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|o| o == "ro"))
     });
     (uid, root_read_only)
 }
@@ -108,7 +115,8 @@ async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
         kind: "LearnerSpace".into(),
         plural: "learnerspaces".into(),
     };
-    let api = Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
+    let api =
+        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "aivo.dev/v1",
         "kind": "LearnerSpace",
@@ -137,12 +145,21 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     let certs = tempfile::tempdir().unwrap();
     let out = certs.path().to_str().unwrap();
     manager(&["certs", "generate", "--out", out]);
-    kubectl_ok(node, &["apply", "-f", &format!("{DEPLOY}/namespaces.yaml")], None);
+    kubectl_ok(
+        node,
+        &["apply", "-f", &format!("{DEPLOY}/namespaces.yaml")],
+        None,
+    );
     let file = |name: &str| format!("{name}={out}/{name}");
     kubectl_ok(
         node,
         &[
-            "-n", "devenv-system", "create", "secret", "generic", "devenv-manager-tls",
+            "-n",
+            "devenv-system",
+            "create",
+            "secret",
+            "generic",
+            "devenv-manager-tls",
             "--type=kubernetes.io/tls",
             &format!("--from-file={}", file("ca.crt")),
             &format!("--from-file={}", file("tls.crt")),
@@ -162,7 +179,12 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     })
     .await;
     let pods = ready_pods(node).await;
-    assert_eq!(pods.len(), 2, "{:?}", pods.iter().map(|p| &p.metadata.name).collect::<Vec<_>>());
+    assert_eq!(
+        pods.len(),
+        2,
+        "{:?}",
+        pods.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()
+    );
     for pod in &pods {
         let status = pod.status.as_ref().unwrap();
         let container = &status.container_statuses.as_ref().unwrap()[0];
@@ -171,12 +193,24 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         let id = id.strip_prefix("containerd://").unwrap_or(id);
         let (uid, read_only) = process_of(node, id);
         assert_eq!(uid, "10001", "{:?} runs as uid {uid}", pod.metadata.name);
-        assert!(read_only, "{:?} has a writable root filesystem", pod.metadata.name);
+        assert!(
+            read_only,
+            "{:?} has a writable root filesystem",
+            pod.metadata.name
+        );
     }
 
     // The API server calls the webhook through the Service: a devenv pod is
     // injected.
-    kubectl_ok(node, &["apply", "-f", &format!("{DEPLOY}/users/devenv-eywalker.yaml")], None);
+    kubectl_ok(
+        node,
+        &[
+            "apply",
+            "-f",
+            &format!("{DEPLOY}/users/devenv-eywalker.yaml"),
+        ],
+        None,
+    );
     node.wait_for_service_account("devenv", "default").await;
     let workspace: Pod = serde_json::from_value(json!({
         "metadata": {"name": "eywalker-ws"},
@@ -193,9 +227,21 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         .await
         .expect("creating a devenv pod");
     let labels = created.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(labels.get("developer").map(String::as_str), Some("eywalker"));
-    let volumes = created.spec.as_ref().unwrap().volumes.as_deref().unwrap_or_default();
-    assert!(volumes.iter().any(|v| v.name == "devenv-manager-token"), "{volumes:?}");
+    assert_eq!(
+        labels.get("developer").map(String::as_str),
+        Some("eywalker")
+    );
+    let volumes = created
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        volumes.iter().any(|v| v.name == "devenv-manager-token"),
+        "{volumes:?}"
+    );
     node.wait_running("devenv", "eywalker-ws").await;
 
     // The leader reconciles a LearnerSpace.
@@ -224,7 +270,8 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         .filter_map(|p| p.metadata.name)
         .collect();
     assert!(
-        live.iter().any(|name| next.starts_with(&format!("{name}-"))),
+        live.iter()
+            .any(|name| next.starts_with(&format!("{name}-"))),
         "the new holder {next} is not a ready manager pod ({live:?})"
     );
     learner_space_ready(node, "second", "second.learner").await;
@@ -235,12 +282,17 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         kind: "LearnerSpace".into(),
         plural: "learnerspaces".into(),
     };
-    let spaces = Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
+    let spaces =
+        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
     for space in &spaces.items {
-        assert_eq!(space.data["status"]["phase"], "Ready", "{:?}", space.metadata.name);
+        assert_eq!(
+            space.data["status"]["phase"], "Ready",
+            "{:?}",
+            space.metadata.name
+        );
     }
     assert_eq!(spaces.items.len(), 2);
 }

@@ -107,7 +107,14 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
-    async fn once(&self, from: (&str, &str), mode: &str, ip: &str, port: &str, secs: &str) -> (bool, String) {
+    async fn once(
+        &self,
+        from: (&str, &str),
+        mode: &str,
+        ip: &str,
+        port: &str,
+        secs: &str,
+    ) -> (bool, String) {
         let (code, out, err) = self
             .node
             .exec(from.0, from.1, &["netcheck", mode, ip, port, secs])
@@ -133,7 +140,10 @@ impl Probe<'_> {
             last = said;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        panic!("{}/{} never reached {mode} {ip}:{port}: {last}", from.0, from.1);
+        panic!(
+            "{}/{} never reached {mode} {ip}:{port}: {last}",
+            from.0, from.1
+        );
     }
 
     /// `from` cannot reach `ip:port`: blocked within a minute, and still
@@ -178,7 +188,14 @@ async fn learner_network_policies_hold_for_real_packets() {
     let other = node.namespace("net-other").await;
     let allowed = json!({"egressDeny": true, "allowedNamespaces": [op, shared]});
     let suffix = node.unique("n");
-    let a = learner_space(node, &resource, &op, &format!("a-{suffix}"), allowed.clone()).await;
+    let a = learner_space(
+        node,
+        &resource,
+        &op,
+        &format!("a-{suffix}"),
+        allowed.clone(),
+    )
+    .await;
     let b = learner_space(node, &resource, &op, &format!("b-{suffix}"), allowed).await;
     let c = learner_space(
         node,
@@ -220,8 +237,17 @@ async fn learner_network_policies_hold_for_real_packets() {
         let (ns, name) = (ns.to_owned(), name.to_owned());
         async move { node.pod_ip(&ns, &name).await }
     };
-    let (a1, a2, b1, c1) = (ip(&a, "a1").await, ip(&a, "a2").await, ip(&b, "b1").await, ip(&c, "c1").await);
-    let (op1, shared1, other1) = (ip(&op, "op1").await, ip(&shared, "shared1").await, ip(&other, "other1").await);
+    let (a1, a2, b1, c1) = (
+        ip(&a, "a1").await,
+        ip(&a, "a2").await,
+        ip(&b, "b1").await,
+        ip(&c, "c1").await,
+    );
+    let (op1, shared1, other1) = (
+        ip(&op, "op1").await,
+        ip(&shared, "shared1").await,
+        ip(&other, "other1").await,
+    );
     let dns_ip = ip("kube-system", &dns_name).await;
     let probe = Probe { node };
     let from_a = (a.as_str(), "a1");
@@ -261,10 +287,16 @@ async fn learner_network_policies_hold_for_real_packets() {
     probe.is_blocked(from_other, "tcp", &a1, PORT).await;
 
     // egressDeny: false opens C's egress and keeps its ingress isolation.
-    probe.reaches((c.as_str(), "c1"), "tcp", &other1, PORT).await;
-    probe.reaches((c.as_str(), "c1"), "tcp", &shared1, PORT).await;
+    probe
+        .reaches((c.as_str(), "c1"), "tcp", &other1, PORT)
+        .await;
+    probe
+        .reaches((c.as_str(), "c1"), "tcp", &shared1, PORT)
+        .await;
     probe.is_blocked(from_other, "tcp", &c1, PORT).await;
-    probe.is_blocked((shared.as_str(), "shared1"), "tcp", &c1, PORT).await;
+    probe
+        .is_blocked((shared.as_str(), "shared1"), "tcp", &c1, PORT)
+        .await;
     probe.reaches((op.as_str(), "op1"), "tcp", &c1, PORT).await;
 
     manager.stop().await;
@@ -312,8 +344,14 @@ async fn a_restricted_pod_without_resources_runs_with_the_defaults_and_counts_in
     let requests = resources.requests.expect("default requests");
     let limits = resources.limits.expect("default limits");
     for key in ["cpu", "memory"] {
-        assert!(requests.contains_key(key), "no default request of {key}: {requests:?}");
-        assert!(limits.contains_key(key), "no default limit of {key}: {limits:?}");
+        assert!(
+            requests.contains_key(key),
+            "no default request of {key}: {requests:?}"
+        );
+        assert!(
+            limits.contains_key(key),
+            "no default limit of {key}: {limits:?}"
+        );
     }
 
     // The quota counts it.

@@ -111,7 +111,10 @@ impl Manager {
             .arg(&config_file)
             .arg("--ca-file")
             .arg(&self.ca_file)
-            .args(["--url", &format!("https://127.0.0.1:{}", self.webhook.port())])
+            .args([
+                "--url",
+                &format!("https://127.0.0.1:{}", self.webhook.port()),
+            ])
             .output()
             .unwrap();
         assert!(
@@ -172,7 +175,11 @@ impl Manager {
         for ns in &self.config.devenv.namespaces {
             let api = Api::<ConfigMap>::namespaced(self.client.clone(), ns);
             eventually(&format!("devenv-manager-ca in {ns}"), || async {
-                api.get_opt("devenv-manager-ca").await.ok().flatten().map(|_| ())
+                api.get_opt("devenv-manager-ca")
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|_| ())
             })
             .await;
         }

@@ -177,7 +177,12 @@ impl Node {
         image(
             MANAGER_IMAGE,
             "manager.tar",
-            &["--entrypoint", "/usr/local/bin/devenv-manager", "--user", "10001:10001"],
+            &[
+                "--entrypoint",
+                "/usr/local/bin/devenv-manager",
+                "--user",
+                "10001:10001",
+            ],
             vec![
                 format!("{}:/usr/local/bin/devenv-manager", manager.display()),
                 format!("{}:/usr/local/bin/devenv", devenv.display()),
