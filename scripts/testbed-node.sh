@@ -26,7 +26,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 self="$root/scripts/testbed-node.sh"
 bin="${DEVENV_TESTBED_BIN:-$root/.testbed/bin}"
-images="${DEVENV_TESTBED_IMAGES:-$root/.testbed/images}"
+images="${DEVENV_TESTBED_IMAGES:-$(dirname "$bin")/images}"
 # shellcheck source=go-env.sh
 . "$root/scripts/go-env.sh"
 
@@ -71,7 +71,8 @@ build() {
   local force="${1:-}" stamp start t
   install_packages
   stamp="$(build_stamp)"
-  if [[ "$force" != --force && "$(cat "$bin/.node-stamp" 2>/dev/null)" == "$stamp" ]]; then
+  if [[ "$force" != --force && "$(cat "$bin/.node-stamp" 2>/dev/null)" == "$stamp" \
+        && -f "$images/pause.tar" && -f "$images/busybox.tar" ]]; then
     return 0
   fi
   use_go
@@ -212,7 +213,10 @@ stop_process() {
 
 # Everything of slot $1 whose `up` used directory $2: processes, containers,
 # mounts, network namespace, cgroups; the directory itself unless kept.
-teardown() {
+# Best effort throughout (a subshell without -e): one thing that fails to
+# go must not keep the rest running.
+teardown() (
+  set +e +o pipefail
   local n="$1" dir="$2" keep="${3:-}" name id mnt c
   if [[ -n "$dir" ]]; then
     for name in kube-router kube-proxy kubelet kube-scheduler kube-controller-manager; do
@@ -223,7 +227,7 @@ teardown() {
     local shims=() runc_root
     for c in "$dir"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid; do
       [[ -f "$c" ]] || continue
-      id="$(ps -o ppid= -p "$(cat "$c")" 2>/dev/null | tr -d ' ')"
+      id="$(ps -o ppid= -p "$(cat "$c")" 2>/dev/null | tr -d ' ' || true)"
       [[ -n "$id" && "$id" != 1 ]] && shims+=("$id")
     done
     for runc_root in "$dir"/runc/*/; do
@@ -253,7 +257,7 @@ teardown() {
     pids+=($(find "/sys/fs/cgroup/$c/devenv-testbed-$n" -name cgroup.procs -exec cat {} + 2>/dev/null))
   done
   for id in $(printf '%s\n' "${pids[@]}" | sort -u); do
-    c="$(ps -o ppid= -p "$id" 2>/dev/null | tr -d ' ')"
+    c="$(ps -o ppid= -p "$id" 2>/dev/null | tr -d ' ' || true)"
     if [[ -n "$c" ]] && grep -q containerd-shim "/proc/$c/cmdline" 2>/dev/null; then
       kill -KILL "$c" 2>/dev/null || true
     fi
@@ -280,7 +284,7 @@ teardown() {
   elif [[ -n "$dir" ]]; then
     log "kept $dir"
   fi
-}
+)
 
 # Slots whose lock is free but whose record remains: an `up` was killed.
 cleanup_stale() {
@@ -340,10 +344,13 @@ KUBECONFIG
 # its pid. `netns` runs it in the node's network namespace.
 start() {
   local name="$1" where="$2"; shift 2
+  # Without the slot's lock: only this script holds it, so that a slot
+  # whose script is gone is seen as free (and cleaned up) even while
+  # something it started still runs.
   if [[ "$where" == netns ]]; then
-    nsenter --net="/run/netns/$netns" -- "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
+    nsenter --net="/run/netns/$netns" -- "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null {slot_fd}>&- &
   else
-    "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null &
+    "$@" > "$dir/logs/$name.log" 2>&1 < /dev/null {slot_fd}>&- &
   fi
   started_pids[$name]=$!
   echo $! > "$dir/pids/$name"
@@ -380,9 +387,9 @@ up() {
   cleanup_stale
   slot=""
   for (( n = 0; n < slots; n++ )); do
-    exec {fd}>"$(slot_lock "$n")"
-    if flock -n "$fd"; then slot="$n"; break; fi
-    exec {fd}>&-
+    exec {slot_fd}>"$(slot_lock "$n")"
+    if flock -n "$slot_fd"; then slot="$n"; break; fi
+    exec {slot_fd}>&-
   done
   [[ -n "$slot" ]] || die "all $slots node slots of this machine are in use"
   echo "$dir" > "$(slot_record "$slot")"

@@ -159,6 +159,7 @@ impl Node {
         let image = |name: &str, file: &str, options: &[&str], files: Vec<String>| {
             let output = Command::new("bash")
                 .arg(script())
+                .env("DEVENV_TESTBED_BIN", &bin)
                 .arg("image")
                 .arg(name)
                 .arg(images.join(file))
