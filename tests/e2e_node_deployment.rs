@@ -295,4 +295,31 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         );
     }
     assert_eq!(spaces.items.len(), 2);
+
+    // Deleting a LearnerSpace: the tombstone is written and, with a real
+    // controller-manager, the learner namespace is really finalized.
+    let learner_ns = devenv_manager::names::learner_namespace("first.learner");
+    Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(node.bed.client().await);
+    testbed::eventually(&format!("namespace {learner_ns} gone"), || async {
+        matches!(namespaces.get_opt(&learner_ns).await, Ok(None)).then_some(())
+    })
+    .await;
+    let tombstone = devenv_manager::names::tombstone_name("first.learner");
+    let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        node.bed.client().await,
+        "aivo-system",
+    );
+    let recorded = configmaps.get(&tombstone).await.expect("the tombstone");
+    assert!(
+        recorded
+            .data
+            .unwrap_or_default()
+            .values()
+            .any(|v| v.contains("first.learner")),
+        "the tombstone names the learner"
+    );
 }
