@@ -281,6 +281,34 @@ pub async fn delete_developers_pod(
     }
 }
 
+/// What a successful delete did, from the API server's answer: the pod as
+/// it was when the delete took effect, or a Status (`None`).
+///
+/// The API server answers with the Pod both when graceful deletion has
+/// started and when it removed the pod at once: a pod that was never
+/// scheduled, or has finished, gets a grace period of 0 and, without
+/// finalizers, goes before the answer is sent. So the kind of the answer
+/// says nothing; its deletion timestamp, grace period and finalizers do.
+pub fn outcome(answer: Option<&Pod>) -> Deleted {
+    let Some(pod) = answer else {
+        return Deleted::Gone;
+    };
+    let meta = &pod.metadata;
+    if meta.deletion_timestamp.is_none() {
+        // Removed without the graceful path (nothing marked it for later).
+        return Deleted::Gone;
+    }
+    let finalizers_left = meta.finalizers.as_ref().is_some_and(|f| !f.is_empty());
+    let grace = meta.deletion_grace_period_seconds.unwrap_or(0);
+    if finalizers_left || grace > 0 {
+        // Still stored: the kubelet stops it within `grace` seconds, or the
+        // finalizers' owners let it go.
+        Deleted::Terminating
+    } else {
+        Deleted::Gone
+    }
+}
+
 enum DeleteError {
     Conflict,
     NotFound,
@@ -298,10 +326,7 @@ async fn delete_exactly(api: &Api<Pod>, pod: &Pod) -> Result<Deleted, DeleteErro
     };
     let deleted = tokio::time::timeout(DELETE_TIMEOUT, api.delete(&pod.name_any(), &params)).await;
     match deleted {
-        // The pod back (Left) means graceful deletion has started; a Status
-        // (Right) means it is gone.
-        Ok(Ok(either)) if either.is_left() => Ok(Deleted::Terminating),
-        Ok(Ok(_)) => Ok(Deleted::Gone),
+        Ok(Ok(answer)) => Ok(outcome(answer.as_ref().left())),
         Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(DeleteError::Conflict),
         Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(DeleteError::NotFound),
         Ok(Err(e)) => Err(DeleteError::Api(upstream_error("delete the pod", e))),
@@ -390,6 +415,42 @@ mod tests {
         assert!(!is_developers_pod(&c, &p, "alice"));
         p.spec.as_mut().unwrap().service_account_name = Some("devenv-alice".into());
         assert!(!is_developers_pod(&c, &p, "alice"), "both must agree");
+    }
+
+    fn answer(deletion: Option<(&str, i64)>, finalizers: &[&str]) -> Pod {
+        let mut p = pod("devenv", Some("alice"), Some("devenv-alice"));
+        if let Some((timestamp, grace)) = deletion {
+            let json = serde_json::json!({
+                "deletionTimestamp": timestamp,
+                "deletionGracePeriodSeconds": grace,
+            });
+            let meta: kube::api::ObjectMeta = serde_json::from_value(json).unwrap();
+            p.metadata.deletion_timestamp = meta.deletion_timestamp;
+            p.metadata.deletion_grace_period_seconds = meta.deletion_grace_period_seconds;
+        }
+        if !finalizers.is_empty() {
+            p.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+        }
+        p
+    }
+
+    #[test]
+    fn a_pod_removed_at_once_is_gone_even_though_the_answer_is_a_pod() {
+        // What the API server answers for an unscheduled or finished pod:
+        // the object, stamped with grace period 0, already out of storage.
+        let removed = answer(Some(("2026-01-01T00:00:00Z", 0)), &[]);
+        assert_eq!(outcome(Some(&removed)), Deleted::Gone);
+        // A Status answer, and a Pod that never entered graceful deletion.
+        assert_eq!(outcome(None), Deleted::Gone);
+        assert_eq!(outcome(Some(&answer(None, &[]))), Deleted::Gone);
+    }
+
+    #[test]
+    fn a_running_pod_or_one_held_by_finalizers_is_terminating() {
+        let graceful = answer(Some(("2026-01-01T00:00:30Z", 30)), &[]);
+        assert_eq!(outcome(Some(&graceful)), Deleted::Terminating);
+        let held = answer(Some(("2026-01-01T00:00:00Z", 0)), &["example.com/keep"]);
+        assert_eq!(outcome(Some(&held)), Deleted::Terminating);
     }
 
     #[test]

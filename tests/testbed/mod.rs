@@ -16,19 +16,26 @@
 //! Where the servers come from:
 //! - `DEVENV_E2E_KUBECONFIG=<file>`: nothing is started; every test talks to that
 //!   cluster as the kubeconfig's user and `bed.real_cluster` is true.
-//! - otherwise the binaries in `$DEVENV_TESTBED_BIN` or `<crate>/.testbed/bin`
-//!   (built by `scripts/testbed.sh`). Without them a test prints one `skipping`
-//!   line and returns, unless `DEVENV_REQUIRE_TESTBED=1` makes that a failure.
+//! - otherwise the binaries in `$DEVENV_TESTBED_BIN` or `<crate>/.testbed/bin`,
+//!   built by `scripts/testbed.sh`. When they are missing the first test that
+//!   needs them runs that script (once per process, one process at a time,
+//!   its progress on stderr); `DEVENV_TESTBED_BUILD=0` opts out, and a test
+//!   then prints one `skipping` line and returns, unless
+//!   `DEVENV_REQUIRE_TESTBED=1` makes that a failure.
 //! - `DEVENV_TESTBED_KEEP=1` keeps the bed's directory (logs, certificates,
 //!   audit log, kubeconfig) after the test process exits.
 //!
 //! The local bed has no controller-manager, scheduler or kubelet: namespaces are
 //! never finalized, pods never run and no `default` service account appears by
-//! itself (`temp_namespace` creates one so that pods pass admission).
+//! itself (`temp_namespace` creates one so that pods pass admission). Tests
+//! that need pods to run use [`node::shared`]: a real one-node cluster.
 
 // Each integration test binary compiles its own copy of this module and uses
 // only part of it.
 #![allow(dead_code)]
+
+pub mod manager;
+pub mod node;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -127,6 +134,8 @@ pub struct TestBed {
     server_url: String,
     kubeconfig_path: PathBuf,
     local: Option<Local>,
+    /// The directory of a [`node`] cluster.
+    node_dir: Option<PathBuf>,
 }
 
 /// The processes and files of a local bed.
@@ -212,10 +221,12 @@ fn target(need_local: bool) -> Option<Target> {
         }
         return Some(Target::Cluster(kubeconfig.into()));
     }
-    let bin = std::env::var_os("DEVENV_TESTBED_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".testbed/bin"));
-    if bin.join("kube-apiserver").is_file() && bin.join("etcd").is_file() {
+    let bin = bin_dir();
+    let built = |bin: &Path| bin.join("kube-apiserver").is_file() && bin.join("etcd").is_file();
+    if !built(&bin) {
+        build_test_bed(&bin);
+    }
+    if built(&bin) {
         return Some(Target::Local(bin));
     }
     if std::env::var("DEVENV_REQUIRE_TESTBED").as_deref() == Ok("1") {
@@ -227,6 +238,59 @@ fn target(need_local: bool) -> Option<Target> {
     }
     skip("test bed not built (run scripts/testbed.sh)");
     None
+}
+
+/// Where the test bed's binaries are: `$DEVENV_TESTBED_BIN` or
+/// `<crate>/.testbed/bin`.
+fn bin_dir() -> PathBuf {
+    std::env::var_os("DEVENV_TESTBED_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".testbed/bin"))
+}
+
+/// Runs `scripts/testbed.sh` (the API server, etcd and the node's pieces)
+/// unless `DEVENV_TESTBED_BUILD=0`: at most once per test process, and one
+/// process at a time (`flock` on a file beside the binaries), so that test
+/// binaries run in parallel build it once. Its progress goes to stderr, past
+/// the test harness's capture. A failed build is reported by the caller,
+/// which finds the binaries still missing.
+fn build_test_bed(bin: &Path) {
+    static BUILD: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    if std::env::var("DEVENV_TESTBED_BUILD").as_deref() == Ok("0") {
+        return;
+    }
+    let mut tried = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if *tried {
+        return;
+    }
+    *tried = true;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh");
+    let lock = bin.with_file_name(".build.lock");
+    if let Some(parent) = lock.parent() {
+        let _ = fs::create_dir_all(parent);
+    }
+    uncaptured(&format!(
+        "testbed: building the test bed with {} (once; several minutes on a fresh \
+         machine; DEVENV_TESTBED_BUILD=0 skips this)",
+        script.display()
+    ));
+    let started = Instant::now();
+    let status = Command::new("flock")
+        .arg(&lock)
+        .arg("bash")
+        .arg(&script)
+        .env("DEVENV_TESTBED_BIN", bin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    match status {
+        Ok(status) if status.success() => uncaptured(&format!(
+            "testbed: built in {:.0}s",
+            started.elapsed().as_secs_f64()
+        )),
+        Ok(status) => uncaptured(&format!("testbed: {} failed ({status})", script.display())),
+        Err(e) => uncaptured(&format!("testbed: cannot run {}: {e}", script.display())),
+    }
 }
 
 impl TestBed {
@@ -248,6 +312,7 @@ impl TestBed {
             server_url,
             kubeconfig_path: path.to_owned(),
             local: None,
+            node_dir: None,
         })
     }
 
@@ -376,6 +441,7 @@ impl TestBed {
             server_url: format!("https://127.0.0.1:{apiserver_port}"),
             kubeconfig_path: files.kubeconfig,
             local: Some(local),
+            node_dir: None,
         })
     }
 
@@ -413,7 +479,10 @@ impl TestBed {
 
     /// The local bed's directory (logs, certificates, kubeconfig, audit log).
     pub fn dir(&self) -> Option<&Path> {
-        self.local.as_ref().map(|l| l.dir.as_path())
+        self.local
+            .as_ref()
+            .map(|l| l.dir.as_path())
+            .or(self.node_dir.as_deref())
     }
 
     /// The JSON-lines audit log of write requests; `None` on a real cluster.

@@ -1,0 +1,325 @@
+//! The manager as its own Deployment on the test bed's real node, installed
+//! the way the README's "Install" says (certificates, Secret, `kubectl apply
+//! -k deploy/`, `webhook-config`), from an image holding the binaries under
+//! test: both replicas Ready through their probes, as uid 10001 with a
+//! read-only root; the API server reaching the webhook through the Service;
+//! a LearnerSpace going Ready; the Lease handed over when the leader goes.
+
+mod testbed;
+
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use serde_json::json;
+use testbed::node::{self, Node, WORKSPACE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+
+fn kubectl_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> String {
+    let output = match stdin {
+        Some(input) => node.kubectl_stdin(args, input),
+        None => node.kubectl(args),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn manager(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "devenv-manager {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The manager pods, by name, that are Ready.
+async fn ready_pods(node: &Node) -> Vec<Pod> {
+    let pods = Api::<Pod>::namespaced(node.bed.client().await, "devenv-system");
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=devenv-manager"))
+        .await
+        .unwrap();
+    list.items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .collect()
+}
+
+/// The uid and whether the root filesystem is read-only, of the process of
+/// container `id` (a CRI id), read on the node itself.
+fn process_of(node: &Node, id: &str) -> (String, bool) {
+    let runc_root = node.dir.join("runc/k8s.io");
+    let state = Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["state", id])
+        .output()
+        .unwrap();
+    assert!(
+        state.status.success(),
+        "runc state {id}: {}",
+        String::from_utf8_lossy(&state.stderr)
+    );
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let pid = state["pid"].as_i64().expect("container pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root_read_only = mountinfo.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(4) == Some(&"/")
+            && fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|o| o == "ro"))
+    });
+    (uid, root_read_only)
+}
+
+async fn lease_holder(node: &Node) -> Option<String> {
+    Api::<Lease>::namespaced(node.bed.client().await, "aivo-system")
+        .get_opt("devenv-manager-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
+    let resource = kube::discovery::ApiResource {
+        group: "aivo.dev".into(),
+        version: "v1".into(),
+        api_version: "aivo.dev/v1".into(),
+        kind: "LearnerSpace".into(),
+        plural: "learnerspaces".into(),
+    };
+    let api =
+        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "aivo.dev/v1",
+        "kind": "LearnerSpace",
+        "metadata": {"name": name},
+        "spec": {"learnerId": learner},
+    }))
+    .unwrap();
+    // The validating webhook (through the Service) admits it.
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating LearnerSpace {name}: {e}"));
+    testbed::eventually(&format!("LearnerSpace {name} Ready"), || async {
+        let current = api.get(name).await.ok()?;
+        (current.data["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+}
+
+// Multi-threaded: kubectl and devenv-manager run as blocking child processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over_the_lease() {
+    let Some(node) = node::shared().await else {
+        return;
+    };
+    // README "Install", 2a.
+    let certs = tempfile::tempdir().unwrap();
+    let out = certs.path().to_str().unwrap();
+    manager(&["certs", "generate", "--out", out]);
+    kubectl_ok(
+        node,
+        &["apply", "-f", &format!("{DEPLOY}/namespaces.yaml")],
+        None,
+    );
+    let file = |name: &str| format!("{name}={out}/{name}");
+    kubectl_ok(
+        node,
+        &[
+            "-n",
+            "devenv-system",
+            "create",
+            "secret",
+            "generic",
+            "devenv-manager-tls",
+            "--type=kubernetes.io/tls",
+            &format!("--from-file={}", file("ca.crt")),
+            &format!("--from-file={}", file("tls.crt")),
+            &format!("--from-file={}", file("tls.key")),
+        ],
+        None,
+    );
+    kubectl_ok(node, &["apply", "-k", DEPLOY], None);
+    let webhooks = manager(&["webhook-config", "--ca-file", &format!("{out}/ca.crt")]);
+    kubectl_ok(node, &["apply", "-f", "-"], Some(&webhooks));
+
+    // Both replicas Ready through their probes.
+    let deployments = Api::<Deployment>::namespaced(node.bed.client().await, "devenv-system");
+    testbed::eventually("deploy/devenv-manager 2/2 ready", || async {
+        let d = deployments.get("devenv-manager").await.ok()?;
+        (d.status?.ready_replicas == Some(2)).then_some(())
+    })
+    .await;
+    let pods = ready_pods(node).await;
+    assert_eq!(
+        pods.len(),
+        2,
+        "{:?}",
+        pods.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()
+    );
+    for pod in &pods {
+        let status = pod.status.as_ref().unwrap();
+        let container = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(container.image, node::MANAGER_IMAGE);
+        let id = container.container_id.as_deref().unwrap();
+        let id = id.strip_prefix("containerd://").unwrap_or(id);
+        let (uid, read_only) = process_of(node, id);
+        assert_eq!(uid, "10001", "{:?} runs as uid {uid}", pod.metadata.name);
+        assert!(
+            read_only,
+            "{:?} has a writable root filesystem",
+            pod.metadata.name
+        );
+    }
+
+    // The API server calls the webhook through the Service: a devenv pod is
+    // injected.
+    kubectl_ok(
+        node,
+        &[
+            "apply",
+            "-f",
+            &format!("{DEPLOY}/users/devenv-eywalker.yaml"),
+        ],
+        None,
+    );
+    node.wait_for_service_account("devenv", "default").await;
+    let workspace: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "eywalker-ws"},
+        "spec": {
+            "serviceAccountName": "devenv-eywalker",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": WORKSPACE, "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}],
+        },
+    }))
+    .unwrap();
+    let created = Api::<Pod>::namespaced(node.bed.client().await, "devenv")
+        .create(&PostParams::default(), &workspace)
+        .await
+        .expect("creating a devenv pod");
+    let labels = created.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("developer").map(String::as_str),
+        Some("eywalker")
+    );
+    let volumes = created
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        volumes.iter().any(|v| v.name == "devenv-manager-token"),
+        "{volumes:?}"
+    );
+    node.wait_running("devenv", "eywalker-ws").await;
+
+    // The leader reconciles a LearnerSpace.
+    learner_space_ready(node, "first", "first.learner").await;
+
+    // The leader goes: the Lease passes to a live replica, which reconciles
+    // the next LearnerSpace; the first stays Ready.
+    let holder = testbed::eventually("a lease holder", || lease_holder(node)).await;
+    let leader = pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .find(|name| holder.starts_with(&format!("{name}-")))
+        .unwrap_or_else(|| panic!("the holder {holder} is none of the manager pods"));
+    Api::<Pod>::namespaced(node.bed.client().await, "devenv-system")
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let next = testbed::eventually("the Lease handed over", || async {
+        let now = lease_holder(node).await?;
+        (!now.starts_with(&format!("{leader}-"))).then_some(now)
+    })
+    .await;
+    let live: Vec<String> = ready_pods(node)
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        live.iter()
+            .any(|name| next.starts_with(&format!("{name}-"))),
+        "the new holder {next} is not a ready manager pod ({live:?})"
+    );
+    learner_space_ready(node, "second", "second.learner").await;
+    let resource = kube::discovery::ApiResource {
+        group: "aivo.dev".into(),
+        version: "v1".into(),
+        api_version: "aivo.dev/v1".into(),
+        kind: "LearnerSpace".into(),
+        plural: "learnerspaces".into(),
+    };
+    let spaces =
+        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+    for space in &spaces.items {
+        assert_eq!(
+            space.data["status"]["phase"], "Ready",
+            "{:?}",
+            space.metadata.name
+        );
+    }
+    assert_eq!(spaces.items.len(), 2);
+
+    // Deleting a LearnerSpace: the tombstone is written and, with a real
+    // controller-manager, the learner namespace is really finalized.
+    let learner_ns = devenv_manager::names::learner_namespace("first.learner");
+    Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(node.bed.client().await);
+    testbed::eventually(&format!("namespace {learner_ns} gone"), || async {
+        matches!(namespaces.get_opt(&learner_ns).await, Ok(None)).then_some(())
+    })
+    .await;
+    let tombstone = devenv_manager::names::tombstone_name("first.learner");
+    let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        node.bed.client().await,
+        "aivo-system",
+    );
+    let recorded = configmaps.get(&tombstone).await.expect("the tombstone");
+    assert!(
+        recorded
+            .data
+            .unwrap_or_default()
+            .values()
+            .any(|v| v.contains("first.learner")),
+        "the tombstone names the learner"
+    );
+}
