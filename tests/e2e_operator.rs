@@ -574,3 +574,21 @@ async fn two_operators_share_one_lease() {
     ready(&api, "after").await;
     b.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_leader_stops_promptly_when_the_crd_is_not_installed() {
+    // A bed of its own: the CRD is cluster-wide, and the others install it.
+    let Some(bed) = testbed::start().await else {
+        return;
+    };
+    let namespace = bed.temp_namespace("no-crd").await;
+    let operator = Operator::start(&bed, &namespace, "no-crd-operator").await;
+    eventually("the operator leads", || async {
+        (operator.operator_state().await == "ready").then_some(())
+    })
+    .await;
+    // The LearnerSpace watch fails and retries; shutdown must still end it.
+    let stopped =
+        tokio::time::timeout(std::time::Duration::from_secs(120), operator.server.stop()).await;
+    assert!(stopped.is_ok(), "serve did not stop within 120 s");
+}

@@ -29,6 +29,9 @@ use crate::config::OperatorConfig;
 use crate::crd::{LearnerSpace, Phase};
 use crate::metrics::{Metrics, PhaseLabel};
 
+/// How long running reconciles may take to finish after `stop`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Reconciles until `stop` is cancelled. `ready` is called once every cache
 /// has synced.
 pub async fn run(
@@ -95,7 +98,7 @@ pub async fn run(
     ));
     let shutdown = stop.clone();
     info!(namespace = %operator_ns, "LearnerSpace operator running");
-    controller
+    let controller = controller
         // Applying a LearnerSpace's objects sends a dozen watch events back;
         // coalescing them lets every cache catch up before the next look, so
         // that look finds nothing to write. At most 16 reconciles run at once:
@@ -114,8 +117,18 @@ pub async fn run(
                 // the controller's own (a watch or a queue), logged and survived.
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown lets running reconciles finish, but
+    // it was seen never to return while a watch keeps failing (the
+    // LearnerSpace CRD not installed), which held `serve` forever on
+    // SIGTERM: past the grace, stop anyway.
+    tokio::select! {
+        _ = controller => {}
+        _ = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => warn!(grace = ?SHUTDOWN_GRACE, "the controller did not stop in time; leaving it"),
+    }
     phases.abort();
     info!("LearnerSpace operator stopped");
 }
