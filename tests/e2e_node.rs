@@ -6,7 +6,7 @@
 mod testbed;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 use testbed::manager::Manager;
 use testbed::node::{self, BUSYBOX, Node, WORKSPACE};
@@ -27,18 +27,6 @@ fn pod(name: &str, developer: &str, image: &str, script: &str, grace: i64) -> Po
         },
     }))
     .unwrap()
-}
-
-async fn create(node: &Node, ns: &str, pod: &Pod) {
-    Api::<Pod>::namespaced(node.bed.client().await, ns)
-        .create(&PostParams::default(), pod)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating pod {ns}/{}: {e}",
-                pod.metadata.name.as_ref().unwrap()
-            )
-        });
 }
 
 async fn call(manager: &Manager, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
@@ -79,8 +67,9 @@ async fn delete_is_200_for_a_pod_removed_at_once_and_202_while_a_running_pod_ter
     let mut parked = pod("parked", "alice", BUSYBOX, "sleep 3600", 30);
     parked.spec.as_mut().unwrap().node_selector =
         Some([("devenv-testbed/nowhere".to_owned(), "true".to_owned())].into());
-    create(node, &ns, &parked).await;
-    create(node, &ns, &pod("running", "alice", BUSYBOX, GRACEFUL, 30)).await;
+    node.create_pod(&ns, &parked).await;
+    node.create_pod(&ns, &pod("running", "alice", BUSYBOX, GRACEFUL, 30))
+        .await;
     node.wait_running(&ns, "running").await;
     testbed::eventually("both pods in the pod API", || async {
         let (status, body) = call(&manager, reqwest::Method::GET, "/api/v1/pods", &token).await;
@@ -143,19 +132,6 @@ fn seed_statefulset() -> String {
     text.replace(image, WORKSPACE)
 }
 
-fn kubectl_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> String {
-    let output = match stdin {
-        Some(input) => node.kubectl_stdin(args, input),
-        None => node.kubectl(args),
-    };
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// A hostPath PersistentVolume bound ahead to the StatefulSet's claim (the
 /// test bed has no storage provisioner).
 fn home_volume(node: &Node) -> String {
@@ -203,8 +179,7 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     manager.wait_for_ca_configmaps().await;
 
     // As the README says: the developer's account, then the workspace.
-    kubectl_ok(
-        node,
+    node.kubectl_ok(
         &[
             "apply",
             "-f",
@@ -215,8 +190,8 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
         ],
         None,
     );
-    kubectl_ok(node, &["apply", "-f", "-"], Some(&home_volume(node)));
-    kubectl_ok(node, &["apply", "-f", "-"], Some(&seed_statefulset()));
+    node.kubectl_ok(&["apply", "-f", "-"], Some(&home_volume(node)));
+    node.kubectl_ok(&["apply", "-f", "-"], Some(&seed_statefulset()));
     let ws = node.wait_running("devenv", "devenv-eywalker-0").await;
     let container = &ws.spec.as_ref().unwrap().containers[0];
     assert!(
@@ -243,8 +218,7 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     assert!(lists(&out, "devenv-eywalker-0"), "{out}");
 
     // A sibling: another pod of the same developer.
-    create(
-        node,
+    node.create_pod(
         "devenv",
         &pod("eywalker-scratch", "eywalker", WORKSPACE, GRACEFUL, 30),
     )
@@ -253,12 +227,8 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     node.bed
         .create_service_account("devenv", "devenv-bob")
         .await;
-    create(
-        node,
-        "devenv",
-        &pod("bob-ws", "bob", WORKSPACE, GRACEFUL, 30),
-    )
-    .await;
+    node.create_pod("devenv", &pod("bob-ws", "bob", WORKSPACE, GRACEFUL, 30))
+        .await;
     node.wait_running("devenv", "eywalker-scratch").await;
     node.wait_running("devenv", "bob-ws").await;
 
@@ -330,8 +300,7 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     let pods = Api::<Pod>::namespaced(node.bed.client().await, "devenv");
     assert!(pods.get_opt("bob-ws").await.unwrap().is_some());
 
-    kubectl_ok(
-        node,
+    node.kubectl_ok(
         &[
             "delete",
             "statefulset",

@@ -19,20 +19,6 @@ use testbed::node::{self, Node, WORKSPACE};
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
-fn kubectl_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> String {
-    let output = match stdin {
-        Some(input) => node.kubectl_stdin(args, input),
-        None => node.kubectl(args),
-    };
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn manager(args: &[&str]) -> String {
     let output = Command::new(BIN).args(args).output().unwrap();
     assert!(
@@ -145,14 +131,9 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     let certs = tempfile::tempdir().unwrap();
     let out = certs.path().to_str().unwrap();
     manager(&["certs", "generate", "--out", out]);
-    kubectl_ok(
-        node,
-        &["apply", "-f", &format!("{DEPLOY}/namespaces.yaml")],
-        None,
-    );
+    node.kubectl_ok(&["apply", "-f", &format!("{DEPLOY}/namespaces.yaml")], None);
     let file = |name: &str| format!("{name}={out}/{name}");
-    kubectl_ok(
-        node,
+    node.kubectl_ok(
         &[
             "-n",
             "devenv-system",
@@ -167,9 +148,9 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         ],
         None,
     );
-    kubectl_ok(node, &["apply", "-k", DEPLOY], None);
+    node.kubectl_ok(&["apply", "-k", DEPLOY], None);
     let webhooks = manager(&["webhook-config", "--ca-file", &format!("{out}/ca.crt")]);
-    kubectl_ok(node, &["apply", "-f", "-"], Some(&webhooks));
+    node.kubectl_ok(&["apply", "-f", "-"], Some(&webhooks));
 
     // Both replicas Ready through their probes.
     let deployments = Api::<Deployment>::namespaced(node.bed.client().await, "devenv-system");
@@ -202,8 +183,7 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
 
     // The API server calls the webhook through the Service: a devenv pod is
     // injected.
-    kubectl_ok(
-        node,
+    node.kubectl_ok(
         &[
             "apply",
             "-f",

@@ -45,18 +45,6 @@ fn restricted_pod(name: &str, serve: &[&str]) -> Pod {
     .unwrap()
 }
 
-async fn create_pod(node: &Node, ns: &str, pod: &Pod) {
-    Api::<Pod>::namespaced(node.bed.client().await, ns)
-        .create(&PostParams::default(), pod)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating pod {ns}/{}: {e}",
-                pod.metadata.name.as_deref().unwrap()
-            )
-        });
-}
-
 /// Creates LearnerSpace `name` in `operator_ns` and waits until it is Ready;
 /// returns its namespace.
 async fn learner_space(
@@ -221,7 +209,7 @@ async fn learner_network_policies_hold_for_real_packets() {
     }))
     .unwrap();
     dns.metadata.labels = None;
-    create_pod(node, "kube-system", &dns).await;
+    node.create_pod("kube-system", &dns).await;
     for (ns, name) in [
         (&a, "a1"),
         (&a, "a2"),
@@ -231,7 +219,7 @@ async fn learner_network_policies_hold_for_real_packets() {
         (&shared, "shared1"),
         (&other, "other1"),
     ] {
-        create_pod(node, ns, &restricted_pod(name, &[PORT])).await;
+        node.create_pod(ns, &restricted_pod(name, &[PORT])).await;
     }
     let ip = |ns: &str, name: &str| {
         let (ns, name) = (ns.to_owned(), name.to_owned());
@@ -335,7 +323,8 @@ async fn a_restricted_pod_without_resources_runs_with_the_defaults_and_counts_in
 
     // A compliant pod with no resources at all: the LimitRange fills them in
     // and the quota (which requires them) admits it; it runs.
-    create_pod(node, &ns, &restricted_pod("plain", &[PORT])).await;
+    node.create_pod(&ns, &restricted_pod("plain", &[PORT]))
+        .await;
     let running = node.wait_running(&ns, "plain").await;
     let resources = running.spec.unwrap().containers[0]
         .resources

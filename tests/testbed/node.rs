@@ -303,6 +303,35 @@ impl Node {
             .expect("running kubectl")
     }
 
+    /// kubectl that must succeed (with `stdin` when given); its standard
+    /// output.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let output = match stdin {
+            Some(input) => self.kubectl_stdin(args, input),
+            None => self.kubectl(args),
+        };
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates `pod` in `ns` as the admin; panics naming the pod otherwise.
+    pub async fn create_pod(&self, ns: &str, pod: &Pod) {
+        Api::<Pod>::namespaced(self.bed.client().await, ns)
+            .create(&kube::api::PostParams::default(), pod)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating pod {ns}/{}: {e}",
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                )
+            });
+    }
+
     /// Like [`Node::kubectl`] with `stdin` as standard input.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> std::process::Output {
         use std::io::Write;
