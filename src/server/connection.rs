@@ -50,23 +50,34 @@ struct State {
     idle_since: Instant,
 }
 
+/// The state, and a signal raised when a request ends, so the watchdog
+/// recomputes its deadline (the idle one may be sooner than the one it sleeps
+/// towards).
 #[derive(Debug, Clone)]
-pub struct Activity(Arc<Mutex<State>>);
+pub struct Activity(Arc<(Mutex<State>, tokio::sync::Notify)>);
 
 /// Held while a request is being answered.
 pub struct InFlight(Activity);
 
 impl Activity {
     pub fn new() -> Self {
-        Activity(Arc::new(Mutex::new(State {
-            in_flight: 0,
-            served: 0,
-            idle_since: Instant::now(),
-        })))
+        Activity(Arc::new((
+            Mutex::new(State {
+                in_flight: 0,
+                served: 0,
+                idle_since: Instant::now(),
+            }),
+            tokio::sync::Notify::new(),
+        )))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once a request has ended since the last call.
+    pub async fn request_ended(&self) {
+        self.0.1.notified().await
     }
 
     pub fn begin(&self) -> InFlight {
@@ -116,6 +127,9 @@ impl Drop for InFlight {
         if state.in_flight == 0 {
             state.idle_since = Instant::now();
         }
+        drop(state);
+        // A stored permit if the watchdog is not waiting: nothing is lost.
+        self.0.0.1.notify_one();
     }
 }
 

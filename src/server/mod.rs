@@ -368,6 +368,8 @@ impl Connection {
                     // The drain timeout, not the close grace, bounds this one.
                     closing = Some((Closed::Shutdown, far_future()));
                 }
+                // Look again: the deadline may now be the (sooner) idle one.
+                _ = activity.request_ended(), if closing.is_none() => {}
                 _ = tokio::time::sleep_until(deadline), if closing.is_none() => {
                     if let Some(why) = activity.expired(&self.limits) {
                         debug!(listener = self.name, peer = %self.peer, reason = why.as_str(), "closing connection");
