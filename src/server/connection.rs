@@ -95,17 +95,23 @@ impl Activity {
         state.idle_since + idle_limit(&state, limits)
     }
 
+    /// Which deadline an idle connection is closed by.
+    pub fn idle_reason(&self) -> Closed {
+        if self.state().served == 0 {
+            Closed::RequestHeaderTimeout
+        } else {
+            Closed::IdleTimeout
+        }
+    }
+
     /// Why the connection must close now, if it must.
     pub fn expired(&self, limits: &Limits) -> Option<Closed> {
         let state = self.state();
         if state.in_flight > 0 || Instant::now() < state.idle_since + idle_limit(&state, limits) {
             return None;
         }
-        Some(if state.served == 0 {
-            Closed::RequestHeaderTimeout
-        } else {
-            Closed::IdleTimeout
-        })
+        drop(state);
+        Some(self.idle_reason())
     }
 }
 

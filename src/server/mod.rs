@@ -348,8 +348,7 @@ impl Connection {
     /// drops it.
     async fn drive<C>(&self, conn: C, activity: &Activity) -> Closed
     where
-        C: hyper_util::server::graceful::GracefulConnection,
-        C::Error: std::fmt::Display,
+        C: hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>,
     {
         tokio::pin!(conn);
         let mut closing: Option<(Closed, tokio::time::Instant)> = None;
@@ -357,10 +356,16 @@ impl Connection {
             let deadline = activity.deadline(&self.limits);
             tokio::select! {
                 result = conn.as_mut() => {
-                    if let Err(e) = result {
+                    if let Err(e) = &result {
                         debug!(listener = self.name, peer = %self.peer, error = %e, "connection ended with an error");
                     }
-                    return closing.map_or(Closed::ByPeer, |(why, _)| why);
+                    return match (closing, result) {
+                        (Some((why, _)), _) => why,
+                        // hyper's own request-head timer (HTTP/1) fired
+                        // first: the same deadline as the watchdog's.
+                        (None, Err(e)) if e.is_timeout() => activity.idle_reason(),
+                        (None, _) => Closed::ByPeer,
+                    };
                 }
                 _ = self.hard_stop.cancelled() => return Closed::Shutdown,
                 _ = self.shutdown.cancelled(), if closing.is_none() => {
