@@ -36,6 +36,7 @@ pub struct Config {
     pub log_level: String,
     pub devenv: DevenvConfig,
     pub operator: OperatorConfig,
+    pub certs: crate::certs::CertsConfig,
 }
 
 /// The webhook's listener, and what the request bodies in flight may hold.
@@ -197,6 +198,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             devenv: DevenvConfig::default(),
             operator: OperatorConfig::default(),
+            certs: crate::certs::CertsConfig::default(),
         }
     }
 }
@@ -299,18 +301,69 @@ impl Default for NetworkPolicyConfig {
     }
 }
 
-/// The environment variables that override the file, in the order applied.
-pub const ENV_OVERRIDES: &[(&str, &str)] = &[
-    ("WEBHOOK_BIND", "webhook.bind"),
-    ("API_BIND", "api.bind"),
-    ("METRICS_BIND", "metrics.bind"),
-    ("CERT_DIR", "webhook.certDir and api.certDir"),
-    ("LOG_LEVEL", "logLevel"),
-    ("DEVENV_MANAGER_URL", "devenv.managerUrl"),
-    ("DEVENV_AUDIENCE", "devenv.audience"),
-    ("DEVENV_NAMESPACES", "devenv.namespaces (comma-separated)"),
-    ("OPERATOR_NAMESPACE", "operator.namespace"),
+/// Sets one key of the configuration from an environment variable's value.
+type EnvSetter = fn(&mut Config, String) -> Result<(), String>;
+
+/// The environment variables that override the file, in the order applied,
+/// and the keys they set (docs/configuration.md lists the same).
+pub const ENV_OVERRIDES: &[(&str, &str, EnvSetter)] = &[
+    ("WEBHOOK_BIND", "webhook.bind", |c, v| {
+        c.webhook.bind = socket_address(&v)?;
+        Ok(())
+    }),
+    ("API_BIND", "api.bind", |c, v| {
+        c.api.bind = socket_address(&v)?;
+        Ok(())
+    }),
+    ("METRICS_BIND", "metrics.bind", |c, v| {
+        c.metrics.bind = socket_address(&v)?;
+        Ok(())
+    }),
+    ("CERT_DIR", "webhook.certDir and api.certDir", |c, v| {
+        c.webhook.cert_dir = PathBuf::from(&v);
+        c.api.cert_dir = PathBuf::from(v);
+        Ok(())
+    }),
+    ("CERTS_MODE", "certs.mode", |c, v| {
+        c.certs.mode = v.parse()?;
+        Ok(())
+    }),
+    ("LOG_LEVEL", "logLevel", |c, v| {
+        c.log_level = v;
+        Ok(())
+    }),
+    ("DEVENV_MANAGER_URL", "devenv.managerUrl", |c, v| {
+        c.devenv.manager_url = v;
+        Ok(())
+    }),
+    ("DEVENV_AUDIENCE", "devenv.audience", |c, v| {
+        c.devenv.audience = v;
+        Ok(())
+    }),
+    (
+        "DEVENV_NAMESPACES",
+        "devenv.namespaces (comma-separated)",
+        |c, v| {
+            c.devenv.namespaces = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            Ok(())
+        },
+    ),
+    ("OPERATOR_NAMESPACE", "operator.namespace", |c, v| {
+        c.operator.namespace = v;
+        Ok(())
+    }),
 ];
+
+fn socket_address(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|e| format!("{value:?} is not a socket address: {e}"))
+}
 
 impl Config {
     /// Loads the file (if any), applies the environment, validates.
@@ -399,44 +452,10 @@ impl Config {
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        let addr = |var: &'static str, value: String| {
-            value.parse::<SocketAddr>().map_err(|e| ConfigError::Env {
-                var,
-                message: format!("{value:?} is not a socket address: {e}"),
-            })
-        };
-        if let Some(v) = lookup("WEBHOOK_BIND") {
-            self.webhook.bind = addr("WEBHOOK_BIND", v)?;
-        }
-        if let Some(v) = lookup("API_BIND") {
-            self.api.bind = addr("API_BIND", v)?;
-        }
-        if let Some(v) = lookup("METRICS_BIND") {
-            self.metrics.bind = addr("METRICS_BIND", v)?;
-        }
-        if let Some(v) = lookup("CERT_DIR") {
-            self.webhook.cert_dir = PathBuf::from(&v);
-            self.api.cert_dir = PathBuf::from(v);
-        }
-        if let Some(v) = lookup("LOG_LEVEL") {
-            self.log_level = v;
-        }
-        if let Some(v) = lookup("DEVENV_MANAGER_URL") {
-            self.devenv.manager_url = v;
-        }
-        if let Some(v) = lookup("DEVENV_AUDIENCE") {
-            self.devenv.audience = v;
-        }
-        if let Some(v) = lookup("DEVENV_NAMESPACES") {
-            self.devenv.namespaces = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-        }
-        if let Some(v) = lookup("OPERATOR_NAMESPACE") {
-            self.operator.namespace = v;
+        for (var, _key, set) in ENV_OVERRIDES {
+            if let Some(value) = lookup(var) {
+                set(self, value).map_err(|message| ConfigError::Env { var, message })?;
+            }
         }
         Ok(())
     }
@@ -448,6 +467,10 @@ impl Config {
             message,
         };
         self.validate_listeners()?;
+        self.certs.validate().map_err(|(key, message)| ConfigError::Invalid {
+            key: format!("certs.{key}"),
+            message,
+        })?;
         let d = &self.devenv;
         if d.audience.is_empty() {
             return Err(invalid("devenv.audience", "must not be empty".into()));

@@ -12,11 +12,13 @@ pub mod issue;
 pub mod material;
 pub mod rotate;
 pub mod schedule;
+pub mod settings;
 
 use jiff::SignedDuration;
 
 pub use material::{Cert, Material};
 pub use schedule::{Lifetimes, Plan, Reason, Step, plan};
+pub use settings::{CertsConfig, CertsMode, Source};
 
 pub const SECRET_NAME: &str = "devenv-manager-tls";
 
