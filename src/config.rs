@@ -467,10 +467,12 @@ impl Config {
             message,
         };
         self.validate_listeners()?;
-        self.certs.validate().map_err(|(key, message)| ConfigError::Invalid {
-            key: format!("certs.{key}"),
-            message,
-        })?;
+        self.certs
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key: format!("certs.{key}"),
+                message,
+            })?;
         let d = &self.devenv;
         if d.audience.is_empty() {
             return Err(invalid("devenv.audience", "must not be empty".into()));

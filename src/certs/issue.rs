@@ -41,7 +41,11 @@ pub fn ca(now: Timestamp, lifetime: SignedDuration) -> Result<Issued, CertsError
     );
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut params, now, now.saturating_add(lifetime).unwrap_or(now));
+    validity(
+        &mut params,
+        now,
+        now.saturating_add(lifetime).unwrap_or(now),
+    );
     let cert = params.self_signed(&key)?;
     Ok(Issued {
         cert_pem: cert.pem(),
@@ -61,7 +65,10 @@ pub fn serving(
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let mut params = CertificateParams::default();
-    let common_name = names.first().map(String::as_str).unwrap_or("devenv-manager");
+    let common_name = names
+        .first()
+        .map(String::as_str)
+        .unwrap_or("devenv-manager");
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);

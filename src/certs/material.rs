@@ -46,7 +46,13 @@ impl Cert {
             .subject_alternative_name()
             .ok()
             .flatten()
-            .map(|san| san.value.general_names.iter().filter_map(name_text).collect())
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(name_text)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Cert {
             subject: parsed.subject().as_raw().to_vec(),
@@ -167,7 +173,10 @@ impl Material {
             (CA_CERT_KEY.to_string(), self.ca_pem.clone().into_bytes()),
             (CA_KEY_KEY.to_string(), self.ca_key_pem.clone().into_bytes()),
             (TLS_CERT_KEY.to_string(), self.tls_pem.clone().into_bytes()),
-            (TLS_KEY_KEY.to_string(), self.tls_key_pem.clone().into_bytes()),
+            (
+                TLS_KEY_KEY.to_string(),
+                self.tls_key_pem.clone().into_bytes(),
+            ),
         ])
     }
 

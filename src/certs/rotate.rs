@@ -74,10 +74,22 @@ fn serving_from(
 /// next pass would reject.
 fn assemble(signer: &Issued, bundle: &str, serving: &Issued) -> Result<Material, CertsError> {
     let data = std::collections::BTreeMap::from([
-        (super::material::CA_CERT_KEY.to_string(), bundle.as_bytes().to_vec()),
-        (super::material::CA_KEY_KEY.to_string(), signer.key_pem.as_bytes().to_vec()),
-        (super::material::TLS_CERT_KEY.to_string(), serving.cert_pem.as_bytes().to_vec()),
-        (super::material::TLS_KEY_KEY.to_string(), serving.key_pem.as_bytes().to_vec()),
+        (
+            super::material::CA_CERT_KEY.to_string(),
+            bundle.as_bytes().to_vec(),
+        ),
+        (
+            super::material::CA_KEY_KEY.to_string(),
+            signer.key_pem.as_bytes().to_vec(),
+        ),
+        (
+            super::material::TLS_CERT_KEY.to_string(),
+            serving.cert_pem.as_bytes().to_vec(),
+        ),
+        (
+            super::material::TLS_KEY_KEY.to_string(),
+            serving.key_pem.as_bytes().to_vec(),
+        ),
     ]);
     Material::from_data(&data)
 }

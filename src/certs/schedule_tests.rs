@@ -12,7 +12,10 @@ const LIFETIMES: Lifetimes = Lifetimes {
 };
 
 fn names() -> Vec<String> {
-    vec!["devenv-manager.devenv-system.svc".into(), "127.0.0.1".into()]
+    vec![
+        "devenv-manager.devenv-system.svc".into(),
+        "127.0.0.1".into(),
+    ]
 }
 
 fn at(seconds: i64) -> Timestamp {

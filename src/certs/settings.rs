@@ -162,7 +162,10 @@ mod tests {
             rotation_overlap: "5s".into(),
             ..c
         };
-        assert_eq!(c.lifetimes().unwrap().serving, SignedDuration::from_secs(30));
+        assert_eq!(
+            c.lifetimes().unwrap().serving,
+            SignedDuration::from_secs(30)
+        );
     }
 
     #[test]

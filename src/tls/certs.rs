@@ -118,32 +118,42 @@ fn write_atomic(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
 
 /// Reads a PEM certificate chain.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            path: path.into(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(path.into()));
-    }
-    Ok(certs)
+    parse_certs(&read(path)?, path)
 }
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Io {
+    parse_key(&read(path)?, path)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Io {
         path: path.into(),
         source,
-    })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|source| match source {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey(path.into()),
+    })
+}
+
+/// Parses a PEM certificate chain; `origin` names it in errors (a file, or a
+/// Secret's key).
+pub fn parse_certs(pem: &[u8], origin: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            path: origin.into(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(origin.into()));
+    }
+    Ok(certs)
+}
+
+/// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|source| match source {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey(origin.into()),
         source => TlsError::Pem {
-            path: path.into(),
+            path: origin.into(),
             source,
         },
     })

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 pub use certs::{
     CA_FILE, CERT_FILE, GeneratedCerts, KEY_FILE, default_dns_names, ensure, generate, load_certs,
-    load_key, not_after,
+    load_key, not_after, parse_certs, parse_key,
 };
 pub use resolver::ReloadingResolver;
 
