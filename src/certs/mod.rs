@@ -8,6 +8,7 @@
 //! [`rotate`] carries a step out on the material (pure but for fresh keys),
 //! [`issue`] makes certificates.
 
+pub mod inject;
 pub mod issue;
 pub mod material;
 pub mod rotate;
