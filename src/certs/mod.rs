@@ -10,9 +10,11 @@
 
 pub mod inject;
 pub mod issue;
+pub mod keeper;
 pub mod material;
 pub mod rotate;
 pub mod schedule;
+pub mod serving;
 pub mod settings;
 
 use jiff::SignedDuration;
