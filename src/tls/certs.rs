@@ -3,15 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use time::{Duration, OffsetDateTime};
 
 use super::TlsError;
+use crate::certs::issue;
 
 pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
@@ -20,6 +16,9 @@ pub const KEY_FILE: &str = "tls.key";
 /// A CA and a serving certificate it signed, in PEM.
 pub struct GeneratedCerts {
     pub ca_pem: String,
+    /// Written only when asked ([`GeneratedCerts::write_ca_key`]): whoever
+    /// holds it can sign certificates every client of the manager trusts.
+    pub ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
 }
@@ -37,50 +36,23 @@ pub fn default_dns_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
+/// How long `certs generate` makes them last.
+const CA_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 3650);
+const SERVING_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 365);
+
 /// Generates a CA (10 years) and a serving certificate (1 year) for `names`;
 /// names that parse as IP addresses become IP SANs.
 pub fn generate(names: &[String]) -> Result<GeneratedCerts, TlsError> {
-    let now = OffsetDateTime::now_utc();
-    let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "devenv-manager CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - Duration::hours(1);
-    ca_params.not_after = now + Duration::days(3650);
-    let ca_key = KeyPair::generate().map_err(TlsError::Generate)?;
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(TlsError::Generate)?;
-
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names
-            .first()
-            .map(String::as_str)
-            .unwrap_or("devenv-manager"),
-    );
-    for name in names {
-        let san = match name.parse::<std::net::IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(name.clone().try_into().map_err(TlsError::Generate)?),
-        };
-        params.subject_alt_names.push(san);
-    }
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(365);
-    let key = KeyPair::generate().map_err(TlsError::Generate)?;
-    let cert = params.signed_by(&key, &ca).map_err(TlsError::Generate)?;
-
+    let now = jiff::Timestamp::now();
+    let ca = issue::ca(now, CA_LIFETIME).map_err(TlsError::Generate)?;
+    let not_after = now + CA_LIFETIME;
+    let serving =
+        issue::serving(&ca, names, now, SERVING_LIFETIME, not_after).map_err(TlsError::Generate)?;
     Ok(GeneratedCerts {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+        ca_pem: ca.cert_pem,
+        ca_key_pem: ca.key_pem,
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
     })
 }
 
@@ -98,6 +70,12 @@ impl GeneratedCerts {
             write_atomic(&dir.join(name), contents, mode).map_err(io(dir.join(name)))?;
         }
         Ok(())
+    }
+
+    /// Writes `ca.key` (mode 0600) into `dir`, for signing later certificates.
+    pub fn write_ca_key(&self, dir: &Path) -> Result<(), TlsError> {
+        let path = dir.join(crate::certs::material::CA_KEY_KEY);
+        write_atomic(&path, &self.ca_key_pem, 0o600).map_err(|source| TlsError::Io { path, source })
     }
 }
 

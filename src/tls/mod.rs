@@ -31,8 +31,8 @@ pub enum TlsError {
     NoKey(PathBuf),
     #[error("certificate and key do not form a usable pair: {0}")]
     Key(#[from] rustls::Error),
-    #[error("cannot generate certificate: {0}")]
-    Generate(rcgen::Error),
+    #[error("{0}")]
+    Generate(crate::certs::CertsError),
 }
 
 /// Installs ring as rustls' process-wide crypto provider. Idempotent.
