@@ -26,9 +26,6 @@ use super::serving::secret_data;
 use super::{Lifetimes, Plan, SECRET_NAME, Step, rotate};
 use crate::k8s::{Client, ObjectMeta};
 
-/// The name of both of the manager's webhook configurations.
-pub use crate::webhook::registration::CONFIGURATION_NAME;
-
 /// What the keeper keeps, and where.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -40,6 +37,9 @@ pub struct Settings {
     /// Namespaces whose CA ConfigMap must carry a new CA before the serving
     /// certificate switches to it.
     pub ca_configmap_namespaces: Vec<String>,
+    /// The name of both of the manager's webhook configurations
+    /// ([`crate::webhook::registration::CONFIGURATION_NAME`] in a cluster).
+    pub webhook_configuration: String,
 }
 
 /// What one pass did, for logs, Events and metrics.
@@ -202,6 +202,9 @@ impl Keeper {
                     .map_err(kube("create the Secret"))?;
             }
             Some(found) => {
+                // A Secret's type cannot change: one made by hand as Opaque
+                // stays Opaque, with our data.
+                secret.type_ = found.type_.clone();
                 // Replaced at the version read: a concurrent writer makes this
                 // fail (409) and the next pass decides again.
                 secret.metadata.resource_version = found.metadata.resource_version.clone();
@@ -217,12 +220,12 @@ impl Keeper {
     async fn targets(&self) -> Result<Targets, KeeperError> {
         let mutating = self
             .mutating
-            .get_opt(CONFIGURATION_NAME)
+            .get_opt(&self.settings.webhook_configuration)
             .await
             .map_err(kube("read the MutatingWebhookConfiguration"))?;
         let validating = self
             .validating
-            .get_opt(CONFIGURATION_NAME)
+            .get_opt(&self.settings.webhook_configuration)
             .await
             .map_err(kube("read the ValidatingWebhookConfiguration"))?;
         let mut configmaps = Vec::new();
@@ -252,7 +255,11 @@ impl Keeper {
             let entries = inject::mutating_entries(config);
             if let Some(patch) = inject::bundle_patch(&entries, &material.ca_pem, &material.cas) {
                 self.mutating
-                    .patch(CONFIGURATION_NAME, &params, &Patch::<()>::Json(patch))
+                    .patch(
+                        &self.settings.webhook_configuration,
+                        &params,
+                        &Patch::<()>::Json(patch),
+                    )
                     .await
                     .map_err(kube("patch the MutatingWebhookConfiguration's caBundle"))?;
                 injected.push("MutatingWebhookConfiguration");
@@ -262,7 +269,11 @@ impl Keeper {
             let entries = inject::validating_entries(config);
             if let Some(patch) = inject::bundle_patch(&entries, &material.ca_pem, &material.cas) {
                 self.validating
-                    .patch(CONFIGURATION_NAME, &params, &Patch::<()>::Json(patch))
+                    .patch(
+                        &self.settings.webhook_configuration,
+                        &params,
+                        &Patch::<()>::Json(patch),
+                    )
                     .await
                     .map_err(kube("patch the ValidatingWebhookConfiguration's caBundle"))?;
                 injected.push("ValidatingWebhookConfiguration");
@@ -279,12 +290,18 @@ impl Keeper {
             watcher(self.secrets.clone(), by_name(SECRET_NAME))
                 .map(|_| ())
                 .boxed(),
-            watcher(self.mutating.clone(), by_name(CONFIGURATION_NAME))
-                .map(|_| ())
-                .boxed(),
-            watcher(self.validating.clone(), by_name(CONFIGURATION_NAME))
-                .map(|_| ())
-                .boxed(),
+            watcher(
+                self.mutating.clone(),
+                by_name(&self.settings.webhook_configuration),
+            )
+            .map(|_| ())
+            .boxed(),
+            watcher(
+                self.validating.clone(),
+                by_name(&self.settings.webhook_configuration),
+            )
+            .map(|_| ())
+            .boxed(),
         ])
         .boxed()
     }
