@@ -20,6 +20,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -71,10 +72,14 @@ impl Bed {
 
     /// One pass by a keeper of its own (a new leader each time).
     async fn pass(&self, now: Timestamp) -> devenv_manager::certs::keeper::Pass {
-        Keeper::new(self.client.clone(), self.settings.clone())
-            .pass(now)
-            .await
-            .unwrap()
+        Keeper::new(
+            self.client.clone(),
+            self.settings.clone(),
+            Default::default(),
+        )
+        .pass(now)
+        .await
+        .unwrap()
     }
 
     async fn secret(&self) -> Secret {
@@ -146,6 +151,20 @@ async fn creates_the_secret_fills_both_bundles_and_puts_an_emptied_one_back() {
         ]
     );
     assert_eq!(b.secret().await.type_.as_deref(), Some("kubernetes.io/tls"));
+    let events = Api::<Event>::namespaced(b.client.clone(), &b.settings.namespace)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let renewed = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("CertificateRenewed"))
+        .expect("an Event on the Secret");
+    assert_eq!(
+        renewed.regarding.as_ref().unwrap().name.as_deref(),
+        Some(SECRET_NAME)
+    );
+    assert!(renewed.note.as_deref().unwrap().starts_with("create: "));
     let material = b.material().await;
     assert_eq!(material.cas.len(), 1);
     b.assert_bundles_are(&material).await;

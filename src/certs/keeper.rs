@@ -14,14 +14,17 @@ use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::inject::{self, Entry};
 use super::material::{Cert, Material, carries};
+use super::metrics::{CertsMetrics, step_name};
 use super::serving::secret_data;
 use super::{Lifetimes, Plan, SECRET_NAME, Step, rotate};
 use crate::k8s::{Client, ObjectMeta};
@@ -74,14 +77,22 @@ const RETRY: Duration = Duration::from_secs(5);
 pub struct Keeper {
     client: Client,
     settings: Settings,
+    metrics: CertsMetrics,
+    recorder: Recorder,
     secrets: Api<Secret>,
     mutating: Api<MutatingWebhookConfiguration>,
     validating: Api<ValidatingWebhookConfiguration>,
 }
 
 impl Keeper {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(client: Client, settings: Settings, metrics: CertsMetrics) -> Self {
+        let reporter = Reporter {
+            controller: "devenv-manager".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Keeper {
+            metrics,
+            recorder: Recorder::new(client.clone(), reporter),
             secrets: Api::namespaced(client.clone(), &settings.namespace),
             mutating: Api::all(client.clone()),
             validating: Api::all(client.clone()),
@@ -93,18 +104,24 @@ impl Keeper {
     /// Runs passes until `stop` (shutdown, or the Lease lost): after each,
     /// sleeps until the schedule's next instant or until the Secret or a
     /// webhook configuration changes.
-    pub async fn run(self, stop: CancellationToken, on_pass: impl Fn(&Result<Pass, KeeperError>)) {
+    pub async fn run(self, stop: CancellationToken) {
         let mut changes = self.changes();
         loop {
             let outcome = self
                 .pass(Timestamp::now())
                 .instrument(info_span!("certificates", secret = SECRET_NAME))
                 .await;
-            on_pass(&outcome);
             let sleep = match &outcome {
                 Ok(pass) => until(pass.recheck_at),
                 Err(e) => {
                     warn!(error = %e, "certificate pass failed; retrying");
+                    self.metrics.failed();
+                    self.record(
+                        EventType::Warning,
+                        "CertificateRenewalFailed",
+                        &e.to_string(),
+                    )
+                    .await;
                     RETRY
                 }
             };
@@ -156,16 +173,52 @@ impl Keeper {
                     now,
                 )?;
                 self.write(secret.as_ref(), &next).await?;
-                info!(?step, not_after = %next.serving.not_after, "certificates renewed");
+                self.renewed(step, &next).await;
                 (next, Some(step))
             }
         };
+        self.metrics.observed(&material);
         let injected = self.inject(&targets, &material).await?;
         Ok(Pass {
             step,
             injected,
             recheck_at: if step.is_some() { now } else { plan.recheck_at },
         })
+    }
+
+    async fn renewed(&self, step: Step, material: &Material) {
+        let note = format!(
+            "{}: serving certificate valid until {}, signed by a CA valid until {}; {} CA(s) trusted",
+            step_name(step),
+            material.serving.not_after,
+            material.signer().not_after,
+            material.cas.len()
+        );
+        info!(step = step_name(step), "{note}");
+        self.metrics.renewed(step);
+        self.record(EventType::Normal, "CertificateRenewed", &note)
+            .await;
+    }
+
+    /// Events on the Secret are best effort: a refused one fails nothing.
+    async fn record(&self, type_: EventType, reason: &str, note: &str) {
+        let secret = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            name: Some(SECRET_NAME.into()),
+            namespace: Some(self.settings.namespace.clone()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: "Renew".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &secret).await {
+            debug!(error = %e, "cannot record event");
+        }
     }
 
     async fn write(&self, found: Option<&Secret>, material: &Material) -> Result<(), KeeperError> {

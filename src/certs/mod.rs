@@ -12,6 +12,7 @@ pub mod inject;
 pub mod issue;
 pub mod keeper;
 pub mod material;
+pub mod metrics;
 pub mod rotate;
 pub mod schedule;
 pub mod serving;
