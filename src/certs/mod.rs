@@ -13,6 +13,7 @@ pub mod issue;
 pub mod keeper;
 pub mod material;
 pub mod metrics;
+pub mod run;
 pub mod rotate;
 pub mod schedule;
 pub mod serving;
