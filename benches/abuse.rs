@@ -20,8 +20,7 @@
 //! every request answered; idle connections closed within the deadline
 //! (requestHeaderTimeoutSeconds, 10 s) + 2 s; honest p99 under 50 ms.
 
-#[path = "../tests/load/mod.rs"]
-mod load;
+use devenv_testbed::load;
 
 use std::process::Command;
 use std::sync::Arc;

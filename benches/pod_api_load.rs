@@ -13,10 +13,8 @@
 //! The per-developer rate limit (default 20 requests/s) is raised for the run:
 //! the benchmark measures the server, not the limit.
 
-#[path = "../tests/load/mod.rs"]
-mod load;
-#[path = "../tests/testbed/mod.rs"]
-mod testbed;
+use devenv_testbed as testbed;
+use devenv_testbed::load;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,11 +2,9 @@
 //! the error shape, routing errors, and what `/readyz` and `/metrics` say.
 //! (Everything that needs an API server is in `e2e_pod_api.rs`.)
 
-mod common;
-
-use common::Server;
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
+use devenv_testbed::server::Server;
 use serde_json::Value;
 
 /// A cluster that is never there: nothing listens on port 1.

@@ -2,7 +2,7 @@
 //! TokenReview round trip that devenv-manager's authenticated pod API relies on,
 //! plus smoke tests of the test bed itself.
 
-mod testbed;
+use devenv_testbed as testbed;
 
 use std::sync::OnceLock;
 

@@ -8,12 +8,10 @@
 //! service account bound to cluster-admin, so the audit log tells its writes
 //! apart), and learner ids derived from that namespace.
 
-mod common;
-mod testbed;
+use devenv_testbed as testbed;
 
 use testbed::eventually;
 
-use common::Server;
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
 use devenv_manager::crd::{LearnerSpace, Phase};
@@ -23,6 +21,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use testbed::server::Server;
 
 struct Operator {
     server: Server,
@@ -101,7 +100,7 @@ fn learner_namespace(ls: &LearnerSpace) -> String {
 
 async fn setup(bed: &testbed::TestBed, prefix: &str) -> (String, Client, Api<LearnerSpace>) {
     let admin = bed.client().await;
-    common::install_crd(admin.clone()).await;
+    testbed::manifests::install_crd(admin.clone()).await;
     let namespace = bed.temp_namespace(prefix).await;
     let api = Api::namespaced(admin.clone(), &namespace);
     (namespace, admin, api)

@@ -1,8 +1,17 @@
-//! Integration-test bed: a real etcd and kube-apiserver started for `cargo test`,
-//! in the spirit of controller-runtime's envtest.
+//! Test support of devenv-manager, shared by its integration tests and its
+//! benchmarks (a path dev-dependency; never shipped):
+//!
+//! - this module: the integration-test bed, a real etcd and kube-apiserver
+//!   started for `cargo test`, in the spirit of controller-runtime's envtest;
+//! - [`node`]: a one-node cluster with a kubelet, for tests whose pods run,
+//!   and [`manager`]: `devenv-manager serve` wired to it;
+//! - [`server`]: `devenv-manager serve` in the test process, and HTTPS
+//!   clients that trust it;
+//! - [`load`]: the load generator of the benchmarks;
+//! - [`manifests`]: the documents of `deploy/`, read as the tests need them.
 //!
 //! ```ignore
-//! mod testbed;
+//! use devenv_testbed as testbed;
 //!
 //! #[tokio::test]
 //! async fn something() {
@@ -13,10 +22,16 @@
 //! }
 //! ```
 //!
+//! One bed per test process: every test of a binary that calls [`shared`]
+//! gets the same API server, so tests must not assume they are alone on it
+//! (unique names from [`TestBed::temp_namespace`] and [`unique_name`], audit
+//! counts per user). A test that stops or breaks its API server takes a
+//! dedicated one from [`start`].
+//!
 //! Where the servers come from:
 //! - `DEVENV_E2E_KUBECONFIG=<file>`: nothing is started; every test talks to that
 //!   cluster as the kubeconfig's user and `bed.real_cluster` is true.
-//! - otherwise the binaries in `$DEVENV_TESTBED_BIN` or `<crate>/.testbed/bin`,
+//! - otherwise the binaries in `$DEVENV_TESTBED_BIN` or `<repository>/.testbed/bin`,
 //!   built by `scripts/testbed.sh`. When they are missing the first test that
 //!   needs them runs that script (once per process, one process at a time,
 //!   its progress on stderr); `DEVENV_TESTBED_BUILD=0` opts out, and a test
@@ -30,31 +45,30 @@
 //! itself (`temp_namespace` creates one so that pods pass admission). Tests
 //! that need pods to run use [`node::shared`]: a real one-node cluster.
 
-// Each integration test binary compiles its own copy of this module and uses
-// only part of it.
-#![allow(dead_code)]
-
+mod audit;
+mod certs;
+pub mod load;
+mod local;
 pub mod manager;
+pub mod manifests;
 pub mod node;
+pub mod server;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
 use tokio::sync::OnceCell;
+
+use local::Local;
 
 /// Issuer of service-account tokens, as in a kubeadm cluster.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -62,42 +76,9 @@ pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Verbs the audit policy records, and that [`TestBed::count_writes`] counts.
 pub const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
-const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(90);
-const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const LOG_TAIL_LINES: usize = 40;
-/// A free port picked by binding to port 0 can be taken by someone else before
-/// the server binds it; starting again with new ports is then the cure.
-const START_ATTEMPTS: usize = 3;
 
-/// Runs `"$0" "$@"` and kills it once its own stdin reaches end-of-file, which
-/// happens when the test process closes our end of the pipe: explicitly
-/// (`stop_apiserver`, drop) or by exiting in any way, including a panic, an abort
-/// or SIGKILL. Without it, a server started for a `static` bed (whose `Drop` never
-/// runs) would outlive the test process.
-///
-/// The server gets /dev/null as stdin (background jobs do), so the watcher reads
-/// the pipe through fd 3. The wrapper exits with the server's status, which lets
-/// the harness notice a server that died by itself. When the watcher killed the
-/// server (status 137) and `DEVENV_TESTBED_CLEANUP` names a directory, it is
-/// removed: that is how the shared bed, which is never dropped, cleans up. Both
-/// wrappers of a bed do it, so the last to finish removes what the other server
-/// may still have written.
-const WRAPPER: &str = r#"exec 3<&0
-"$0" "$@" 3<&- &
-server=$!
-{ read -r _ <&3; kill -9 "$server" 2>/dev/null; } &
-watcher=$!
-wait "$server"
-status=$?
-kill "$watcher" 2>/dev/null
-if [ "$status" -eq 137 ] && [ -n "$DEVENV_TESTBED_CLEANUP" ]; then
-  rm -rf "$DEVENV_TESTBED_CLEANUP"
-fi
-exit "$status""#;
-
-/// A Kubernetes API server for tests: a local etcd + kube-apiserver, or the
-/// cluster named by `DEVENV_E2E_KUBECONFIG`.
 /// Polls `check` until it returns Some, for up to 60 s; panics naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -125,6 +106,8 @@ pub struct Identity {
     pub kubeconfig: PathBuf,
 }
 
+/// A Kubernetes API server for tests: a local etcd + kube-apiserver, or the
+/// cluster named by `DEVENV_E2E_KUBECONFIG`.
 pub struct TestBed {
     /// True when the tests run against a real cluster (`DEVENV_E2E_KUBECONFIG`),
     /// which has a kubelet, a controller-manager and so on; false for the local
@@ -136,20 +119,6 @@ pub struct TestBed {
     local: Option<Local>,
     /// The directory of a [`node`] cluster.
     node_dir: Option<PathBuf>,
-}
-
-/// The processes and files of a local bed.
-///
-/// Fields drop in declaration order: the servers die before `tempdir` removes
-/// their files.
-struct Local {
-    apiserver: Server,
-    etcd: Server,
-    dir: PathBuf,
-    audit_log: PathBuf,
-    /// Owned by dedicated beds only; the shared bed's wrappers remove its
-    /// directory at process exit instead.
-    tempdir: Option<tempfile::TempDir>,
 }
 
 static SHARED: OnceCell<Result<TestBed, String>> = OnceCell::const_new();
@@ -245,7 +214,44 @@ fn target(need_local: bool) -> Option<Target> {
 fn bin_dir() -> PathBuf {
     std::env::var_os("DEVENV_TESTBED_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".testbed/bin"))
+        .unwrap_or_else(|| repo_dir().join(".testbed/bin"))
+}
+
+/// The repository root: where `deploy/`, `scripts/` and `.testbed/` are.
+pub fn repo_dir() -> &'static Path {
+    // This crate is <repository>/crates/devenv-testbed. No `..` in the
+    // result: some consumers (a PersistentVolume's hostPath) refuse it.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("crates/devenv-testbed sits two levels below the repository root")
+}
+
+/// The text of `name`, a path relative to the repository root.
+pub fn fixture(name: &str) -> String {
+    let path = repo_dir().join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The binaries under test. Only the tests and benches of the
+/// devenv-manager package know where Cargo built them (`CARGO_BIN_EXE_*` is
+/// set when those are compiled), so they hand them over with [`binaries!`].
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub manager: PathBuf,
+    pub devenv: PathBuf,
+}
+
+/// The [`Binaries`] of the calling test or bench (expanded there, where
+/// `CARGO_BIN_EXE_*` is set).
+#[macro_export]
+macro_rules! binaries {
+    () => {
+        $crate::Binaries {
+            manager: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_devenv-manager")),
+            devenv: ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_devenv")),
+        }
+    };
 }
 
 /// Runs `scripts/testbed.sh` (the API server, etcd and the node's pieces)
@@ -264,7 +270,7 @@ fn build_test_bed(bin: &Path) {
         return;
     }
     *tried = true;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed.sh");
+    let script = repo_dir().join("scripts/testbed.sh");
     let lock = bin.with_file_name(".build.lock");
     if let Some(parent) = lock.parent() {
         let _ = fs::create_dir_all(parent);
@@ -316,135 +322,6 @@ impl TestBed {
         })
     }
 
-    async fn start_local(bin: &Path, shared: bool) -> Result<TestBed, String> {
-        let mut errors = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            match Self::try_start_local(bin, shared).await {
-                Ok(bed) => return Ok(bed),
-                Err(e) if e.port_clash => errors.push(e.message),
-                Err(e) => return Err(e.message),
-            }
-        }
-        Err(errors.join("\n---- next attempt ----\n"))
-    }
-
-    async fn try_start_local(bin: &Path, shared: bool) -> Result<TestBed, StartError> {
-        let started = Instant::now();
-        let tempdir = tempfile::Builder::new()
-            .prefix("devenv-testbed-")
-            .tempdir()
-            .map_err(|e| StartError::from(format!("creating the test bed directory: {e}")))?;
-        let dir = tempdir.path().to_owned();
-        let keep = std::env::var("DEVENV_TESTBED_KEEP").as_deref() == Ok("1");
-        // The shared bed is never dropped: its wrappers remove the directory when
-        // the test process exits. A dedicated bed removes it on drop.
-        let (tempdir, cleanup) = match (keep, shared) {
-            (true, _) => {
-                let _kept = tempdir.keep();
-                (None, None)
-            }
-            (false, true) => (None, Some(tempdir.keep())),
-            (false, false) => (Some(tempdir), None),
-        };
-        if keep {
-            uncaptured(&format!("testbed: keeping {}", dir.display()));
-        }
-        let cleanup = cleanup.as_deref();
-
-        let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
-        let files = write_files(&dir, apiserver_port)?;
-
-        let etcd_url = |port: u16| format!("http://127.0.0.1:{port}");
-        // On an early return the servers drop, and so die, before `tempdir`.
-        let mut etcd = Server::spawn(
-            "etcd",
-            &bin.join("etcd"),
-            &[
-                "--name=testbed".to_owned(),
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={}", etcd_url(etcd_client)),
-                format!("--advertise-client-urls={}", etcd_url(etcd_client)),
-                format!("--listen-peer-urls={}", etcd_url(etcd_peer)),
-                format!("--initial-advertise-peer-urls={}", etcd_url(etcd_peer)),
-                format!("--initial-cluster=testbed={}", etcd_url(etcd_peer)),
-                // Nothing here must survive a crash, and fsync is most of etcd's
-                // write latency.
-                "--unsafe-no-fsync=true".to_owned(),
-                "--log-level=warn".to_owned(),
-            ],
-            &dir.join("etcd.log"),
-            cleanup,
-        )?;
-        wait_for_etcd(&mut etcd, etcd_client).await?;
-
-        let path = |p: &Path| p.display().to_string();
-        let apiserver = Server::spawn(
-            "kube-apiserver",
-            &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={}", etcd_url(etcd_client)),
-                "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
-                // The endpoint reconciler refuses a loopback address, and nothing
-                // here routes to the `kubernetes` service anyway.
-                "--endpoint-reconciler-type=none".to_owned(),
-                format!("--secure-port={apiserver_port}"),
-                format!("--cert-dir={}", dir.display()),
-                format!("--tls-cert-file={}", path(&files.serving_cert)),
-                format!("--tls-private-key-file={}", path(&files.serving_key)),
-                format!("--client-ca-file={}", path(&files.client_ca)),
-                "--authorization-mode=RBAC".to_owned(),
-                format!("--service-account-issuer={SA_ISSUER}"),
-                format!("--service-account-key-file={}", path(&files.sa_public_key)),
-                format!("--service-account-signing-key-file={}", path(&files.sa_key)),
-                format!("--api-audiences={SA_ISSUER}"),
-                "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
-                "--allow-privileged=true".to_owned(),
-                // The default admission plugins stay on: they include
-                // MutatingAdmissionWebhook and ValidatingAdmissionWebhook.
-                format!("--audit-policy-file={}", path(&files.audit_policy)),
-                format!("--audit-log-path={}", path(&files.audit_log)),
-                "--audit-log-format=json".to_owned(),
-                // Blocking (the default, spelled out): each event is written as
-                // its request finishes; batch mode would hold events back for
-                // seconds and make `count_writes` lag.
-                "--audit-log-mode=blocking".to_owned(),
-                "--audit-log-maxsize=0".to_owned(),
-                "--profiling=false".to_owned(),
-            ],
-            &dir.join("kube-apiserver.log"),
-            cleanup,
-        )?;
-        let mut local = Local {
-            apiserver,
-            etcd,
-            dir: dir.clone(),
-            audit_log: files.audit_log.clone(),
-            tempdir,
-        };
-
-        let kubeconfig = Kubeconfig::read_from(&files.kubeconfig)
-            .map_err(|e| StartError::from(format!("reading the admin kubeconfig: {e}")))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| StartError::from(format!("loading the admin kubeconfig: {e}")))?;
-        wait_for_apiserver(&mut local.apiserver, &config).await?;
-        eprintln!(
-            "testbed: kube-apiserver ready at https://127.0.0.1:{apiserver_port} after {:.1}s (files in {})",
-            started.elapsed().as_secs_f64(),
-            dir.display()
-        );
-        Ok(TestBed {
-            real_cluster: false,
-            config,
-            server_url: format!("https://127.0.0.1:{apiserver_port}"),
-            kubeconfig_path: files.kubeconfig,
-            local: Some(local),
-            node_dir: None,
-        })
-    }
-
     /// Configuration for an admin client (system:masters on the local bed).
     pub fn kube_config(&self) -> kube::Config {
         self.config.clone()
@@ -488,92 +365,6 @@ impl TestBed {
     /// The JSON-lines audit log of write requests; `None` on a real cluster.
     pub fn audit_log_path(&self) -> Option<&Path> {
         self.local.as_ref().map(|l| l.audit_log.as_path())
-    }
-
-    /// How many write requests (create, update, patch, delete, deletecollection;
-    /// allowed or denied) `username` has made so far, according to the audit log.
-    /// The user is the effective one: the impersonated user if any.
-    ///
-    /// The API server writes an event just after it has sent the response, so a
-    /// request the test has just seen complete may not be counted yet: use
-    /// [`TestBed::count_writes_settled`] for an exact count.
-    ///
-    /// Panics on a real cluster; check [`TestBed::audit_log_path`] first.
-    pub fn count_writes(&self, username: &str) -> usize {
-        let path = self
-            .audit_log_path()
-            .expect("count_writes needs the local test bed's audit log");
-        audit_events(path)
-            .filter(|e| is_write(e) && effective_user(e) == Some(username))
-            .count()
-    }
-
-    /// Like [`TestBed::count_writes`], but first waits until every request that
-    /// completed before this call is in the audit log. It does so with a marker:
-    /// a dry-run ConfigMap create by the admin user (which therefore counts as an
-    /// admin write) whose event it waits for.
-    pub async fn count_writes_settled(&self, username: &str) -> usize {
-        self.settle_audit_log().await;
-        self.count_writes(username)
-    }
-
-    /// The write requests of `username` per resource (`namespaces`,
-    /// `leases`...), once the audit log has caught up.
-    pub async fn writes_by_resource_settled(
-        &self,
-        username: &str,
-    ) -> std::collections::BTreeMap<String, usize> {
-        self.settle_audit_log().await;
-        let path = self
-            .audit_log_path()
-            .expect("needs the local test bed's audit log");
-        let mut counts = std::collections::BTreeMap::new();
-        for event in
-            audit_events(path).filter(|e| is_write(e) && effective_user(e) == Some(username))
-        {
-            let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
-            let subresource = event["objectRef"]["subresource"].as_str();
-            let key = match subresource {
-                Some(sub) => format!("{resource}/{sub}"),
-                None => resource.to_string(),
-            };
-            *counts.entry(key).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// Waits until every request completed before this call is in the audit log.
-    async fn settle_audit_log(&self) {
-        let path = self
-            .audit_log_path()
-            .expect("settling needs the local test bed's audit log");
-        let marker = unique_name("audit-marker");
-        let configmap = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(marker.clone()),
-                ..ObjectMeta::default()
-            },
-            ..ConfigMap::default()
-        };
-        let pp = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
-        Api::<ConfigMap>::namespaced(self.client().await, "default")
-            .create(&pp, &configmap)
-            .await
-            .expect("creating the audit marker (dry run)");
-        let found = poll(Duration::from_secs(10), || {
-            audit_events(path).any(|e| {
-                e["stage"] == "ResponseComplete" && e["objectRef"]["name"] == marker.as_str()
-            })
-        })
-        .await;
-        assert!(
-            found,
-            "audit marker {marker} never reached {}",
-            path.display()
-        );
     }
 
     /// Stops the API server of a dedicated bed (from [`start`]) and waits until it
@@ -795,336 +586,9 @@ impl TestBed {
     }
 }
 
-/// A started server wrapped by [`WRAPPER`]; closing `stdin` kills it.
-struct Server {
-    name: &'static str,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn spawn(
-        name: &'static str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-        cleanup: Option<&Path>,
-    ) -> Result<Server, StartError> {
-        let out = File::create(log)
-            .map_err(|e| StartError::from(format!("creating {}: {e}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| StartError::from(format!("duplicating {}: {e}", log.display())))?;
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err);
-        if let Some(dir) = cleanup {
-            command.env("DEVENV_TESTBED_CLEANUP", dir);
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| StartError::from(format!("starting {}: {e}", program.display())))?;
-        Ok(Server {
-            name,
-            stdin: child.stdin.take(),
-            child: Some(child),
-            log: log.to_owned(),
-        })
-    }
-
-    /// An error with the end of the log if the server has exited.
-    fn check_running(&mut self) -> Result<(), StartError> {
-        let status: Option<ExitStatus> = match &mut self.child {
-            Some(child) => child.try_wait().ok().flatten(),
-            None => None,
-        };
-        match status {
-            None => Ok(()),
-            Some(status) => Err(self.failure(&format!("exited ({status})"))),
-        }
-    }
-
-    fn failure(&self, what: &str) -> StartError {
-        let tail = log_tail(&self.log);
-        StartError {
-            // Go servers report a taken port as "bind: address already in use".
-            port_clash: tail.contains("address already in use"),
-            message: format!(
-                "{} {what}; last lines of {}:\n{tail}",
-                self.name,
-                self.log.display()
-            ),
-        }
-    }
-
-    /// Kills the server (via its wrapper) and waits for it to be gone.
-    fn stop(&mut self) {
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct StartError {
-    message: String,
-    port_clash: bool,
-}
-
-impl From<String> for StartError {
-    fn from(message: String) -> Self {
-        StartError {
-            message,
-            port_clash: false,
-        }
-    }
-}
-
-/// Three distinct free loopback ports: all are held at once so that none is
-/// handed out twice, then released for the servers to bind.
-fn free_ports() -> Result<[u16; 3], StartError> {
-    let bind = || {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| Ok((l.local_addr()?.port(), l)))
-            .map_err(|e| StartError::from(format!("finding a free port: {e}")))
-    };
-    let (a, _la) = bind()?;
-    let (b, _lb) = bind()?;
-    let (c, _lc) = bind()?;
-    Ok([a, b, c])
-}
-
-async fn wait_for_etcd(etcd: &mut Server, port: u16) -> Result<(), StartError> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + ETCD_READY_TIMEOUT;
-    loop {
-        etcd.check_running()?;
-        // The API server retries etcd by itself; accepting connections is enough
-        // to know etcd got its ports.
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(etcd.failure(&format!(
-                "did not listen on {addr} within {ETCD_READY_TIMEOUT:?}"
-            )));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-async fn wait_for_apiserver(
-    apiserver: &mut Server,
-    config: &kube::Config,
-) -> Result<(), StartError> {
-    let client = Client::try_from(config.clone())
-        .map_err(|e| StartError::from(format!("building a client: {e}")))?;
-    let deadline = Instant::now() + APISERVER_READY_TIMEOUT;
-    let mut last;
-    loop {
-        apiserver.check_running()?;
-        // kube has no plain GET helper, and `list` builds a GET of the path
-        // ("/readyz?") without naming the `http` crate.
-        let request = kube::core::Request::new("/readyz")
-            .list(&ListParams::default())
-            .map_err(|e| StartError::from(format!("building the /readyz request: {e}")))?;
-        match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "/readyz timed out".to_owned(),
-        }
-        if Instant::now() > deadline {
-            return Err(apiserver.failure(&format!(
-                "was not ready within {APISERVER_READY_TIMEOUT:?} (last /readyz: {last})"
-            )));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-struct Files {
-    serving_cert: PathBuf,
-    serving_key: PathBuf,
-    client_ca: PathBuf,
-    sa_key: PathBuf,
-    sa_public_key: PathBuf,
-    audit_policy: PathBuf,
-    audit_log: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-/// Writes the certificates, keys, audit policy and admin kubeconfig into `dir`.
-fn write_files(dir: &Path, apiserver_port: u16) -> Result<Files, StartError> {
-    write_files_inner(dir, apiserver_port)
-        .map_err(|e| StartError::from(format!("writing the test bed's files: {e}")))
-}
-
-fn write_files_inner(dir: &Path, apiserver_port: u16) -> Result<Files, Box<dyn std::error::Error>> {
-    let write = |name: &str, contents: &str| -> std::io::Result<PathBuf> {
-        let path = dir.join(name);
-        fs::write(&path, contents)?;
-        Ok(path)
-    };
-
-    // Separate CAs for the serving certificate and for client certificates, as
-    // in a real cluster.
-    let serving_ca = certificate_authority("testbed serving CA")?;
-    let serving_key = KeyPair::generate()?;
-    let serving = leaf_params(
-        "kube-apiserver",
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    )?;
-    let serving_cert = serving.signed_by(&serving_key, &serving_ca)?;
-
-    let client_ca = certificate_authority("testbed client CA")?;
-    let admin_key = KeyPair::generate()?;
-    let mut admin = leaf_params("admin", &[], ExtendedKeyUsagePurpose::ClientAuth)?;
-    // The API server maps O to groups; system:masters passes every authorizer.
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    let admin_cert = admin.signed_by(&admin_key, &client_ca)?;
-
-    // ECDSA P-256. The API server signs with the PKCS#8 private key but reads
-    // only public keys (or PKCS#1/SEC1 private keys) for verifying.
-    let sa_key = KeyPair::generate()?;
-
-    let audit_policy = serde_json::json!({
-        "apiVersion": "audit.k8s.io/v1",
-        "kind": "Policy",
-        "omitStages": ["RequestReceived"],
-        "rules": [
-            { "level": "Metadata", "verbs": WRITE_VERBS },
-            { "level": "None" },
-        ],
-    });
-
-    let files = Files {
-        serving_cert: write("serving.crt", &serving_cert.pem())?,
-        serving_key: write("serving.key", &serving_key.serialize_pem())?,
-        client_ca: write("client-ca.crt", &client_ca.pem())?,
-        sa_key: write("service-account.key", &sa_key.serialize_pem())?,
-        sa_public_key: write("service-account.pub", &sa_key.public_key_pem())?,
-        audit_policy: write("audit-policy.json", &audit_policy.to_string())?,
-        audit_log: dir.join("audit.log"),
-        kubeconfig: dir.join("admin.kubeconfig"),
-    };
-    let serving_ca_path = write("serving-ca.crt", &serving_ca.pem())?;
-    let admin_cert_path = write("admin.crt", &admin_cert.pem())?;
-    let admin_key_path = write("admin.key", &admin_key.serialize_pem())?;
-
-    // JSON is YAML, so this is a valid kubeconfig for kube-rs and kubectl alike.
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{
-            "name": "testbed",
-            "cluster": {
-                "server": format!("https://127.0.0.1:{apiserver_port}"),
-                "certificate-authority": serving_ca_path,
-            },
-        }],
-        "users": [{
-            "name": "admin",
-            "user": {
-                "client-certificate": admin_cert_path,
-                "client-key": admin_key_path,
-            },
-        }],
-        "contexts": [{
-            "name": "testbed",
-            "context": { "cluster": "testbed", "user": "admin", "namespace": "default" },
-        }],
-        "current-context": "testbed",
-    });
-    fs::write(
-        &files.kubeconfig,
-        serde_json::to_string_pretty(&kubeconfig)?,
-    )?;
-    Ok(files)
-}
-
-fn certificate_authority(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    set_validity(&mut params);
-    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
-}
-
-fn leaf_params(
-    common_name: &str,
-    subject_alt_names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> Result<CertificateParams, rcgen::Error> {
-    let sans: Vec<String> = subject_alt_names.iter().map(|&s| s.to_owned()).collect();
-    // `new` turns IP literals into IP SANs and the rest into DNS SANs.
-    let mut params = CertificateParams::new(sans)?;
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    set_validity(&mut params);
-    Ok(params)
-}
-
-/// Valid from an hour ago (clock skew) for 30 days: far longer than any test run.
-fn set_validity(params: &mut CertificateParams) {
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(30);
-}
-
-/// The audit log's events; lines that do not parse (e.g. one being written) are
-/// skipped.
-fn audit_events(path: &Path) -> impl Iterator<Item = serde_json::Value> {
-    let lines = File::open(path)
-        .map(|f| BufReader::new(f).lines())
-        .into_iter()
-        .flatten();
-    lines
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str(&line).ok())
-}
-
-fn is_write(event: &serde_json::Value) -> bool {
-    event["stage"] == "ResponseComplete"
-        && event["verb"]
-            .as_str()
-            .is_some_and(|verb| WRITE_VERBS.contains(&verb))
-}
-
-fn effective_user(event: &serde_json::Value) -> Option<&str> {
-    event["impersonatedUser"]["username"]
-        .as_str()
-        .or_else(|| event["user"]["username"].as_str())
-}
-
 /// `<prefix>-<suffix>`: a valid DNS-1123 label, unique across processes (time
 /// and pid) and within one (counter), so tests can share a real cluster too.
-fn unique_name(prefix: &str) -> String {
+pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

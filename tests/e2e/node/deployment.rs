@@ -5,7 +5,7 @@
 //! read-only root; the API server reaching the webhook through the Service;
 //! a LearnerSpace going Ready; the Lease handed over when the leader goes.
 
-mod testbed;
+use devenv_testbed as testbed;
 
 use std::process::Command;
 
@@ -94,13 +94,7 @@ async fn lease_holder(node: &Node) -> Option<String> {
 }
 
 async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
-    let resource = kube::discovery::ApiResource {
-        group: "aivo.dev".into(),
-        version: "v1".into(),
-        api_version: "aivo.dev/v1".into(),
-        kind: "LearnerSpace".into(),
-        plural: "learnerspaces".into(),
-    };
+    let resource = testbed::manifests::learnerspaces();
     let api =
         Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
     let object: DynamicObject = serde_json::from_value(json!({
@@ -121,12 +115,48 @@ async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
     .await;
 }
 
+/// What of deploy/ acts on other tests' pods in the node's `devenv`
+/// namespace, removed when the test ends: the webhook configurations, the
+/// admission policies and the Deployment (whose managers would keep
+/// publishing their CA there), waiting until its pods are gone. The
+/// namespaces, the CRD and the RBAC stay: they change nothing for others.
+struct Installed<'a> {
+    node: &'a Node,
+    webhooks: String,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let delete = ["delete", "--ignore-not-found", "--wait=false", "-f"];
+        // Best effort, and never a second panic while unwinding from a
+        // failed assertion: outputs are not checked.
+        let _ = self
+            .node
+            .kubectl_stdin(&[&delete[..], &["-"]].concat(), &self.webhooks);
+        for file in ["admission-policy.yaml", "deployment.yaml"] {
+            let path = format!("{DEPLOY}/{file}");
+            let _ = self.node.kubectl(&[&delete[..], &[path.as_str()]].concat());
+        }
+        let _ = self.node.kubectl(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-n",
+            "devenv-system",
+            "-l",
+            "app.kubernetes.io/name=devenv-manager",
+            "--timeout=120s",
+        ]);
+    }
+}
+
 // Multi-threaded: kubectl and devenv-manager run as blocking child processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over_the_lease() {
-    let Some(node) = node::shared().await else {
+    let Some(node) = super::shared().await else {
         return;
     };
+    let _devenv = super::devenv_namespace().await;
     // README "Install", 2a.
     let certs = tempfile::tempdir().unwrap();
     let out = certs.path().to_str().unwrap();
@@ -148,8 +178,13 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         ],
         None,
     );
-    node.kubectl_ok(&["apply", "-k", DEPLOY], None);
     let webhooks = manager(&["webhook-config", "--ca-file", &format!("{out}/ca.crt")]);
+    // Dropped (the test ended or failed) before `_devenv` is released.
+    let _installed = Installed {
+        node,
+        webhooks: webhooks.clone(),
+    };
+    node.kubectl_ok(&["apply", "-k", DEPLOY], None);
     node.kubectl_ok(&["apply", "-f", "-"], Some(&webhooks));
 
     // Both replicas Ready through their probes.
@@ -255,13 +290,7 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     })
     .await;
     learner_space_ready(node, "second", "second.learner").await;
-    let resource = kube::discovery::ApiResource {
-        group: "aivo.dev".into(),
-        version: "v1".into(),
-        api_version: "aivo.dev/v1".into(),
-        kind: "LearnerSpace".into(),
-        plural: "learnerspaces".into(),
-    };
+    let resource = testbed::manifests::learnerspaces();
     let spaces =
         Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
             .list(&ListParams::default())
