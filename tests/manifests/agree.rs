@@ -3,15 +3,19 @@
 //! the manager URL call, the namespaces and roles follow the configuration,
 //! and the examples pass the webhook.
 
-use crate::{MANAGER_SA, all_docs, deploy_config, docs, manager_deployment, object, objects};
-use devenv_manager::webhook::registration::{self, Endpoint};
-use devenv_manager::webhook::{Webhook, learnerspaces, offline};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use devenv_manager::config::Config;
+use devenv_manager::webhook::registration::{self, Endpoint};
+use devenv_manager::webhook::{Webhook, learnerspaces, offline};
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::json;
+
+use crate::{MANAGER_SA, all_docs, deploy_config, docs, manager_deployment, object, objects};
 
 fn port_of(bind: &std::net::SocketAddr) -> i32 {
     i32::from(bind.port())
@@ -30,7 +34,24 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
     assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
     let pod = template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(MANAGER_SA.1));
-    let pod_security = pod.security_context.unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    let container = &pod.containers[0];
+
+    assert_it_runs_unprivileged_and_bounded(&pod, container);
+    assert_its_leader_identity_is_the_pod_name(container);
+    let ports = assert_its_ports_and_probes_are_the_configurations(container, &config);
+    assert_its_configuration_and_certificates_are_mounted(&pod, container, &config, &key);
+    // The service account exists where the Deployment runs.
+    let _: ServiceAccount = object("deploy/rbac.yaml", "ServiceAccount", MANAGER_SA.1);
+    assert_the_disruption_budget_keeps_one_replica(&pod_labels);
+    assert_the_network_policy_selects_it_by_port_name(&pod_labels, &ports);
+}
+
+/// Non-root (uid 10001), no privilege escalation, no capability, a
+/// read-only root and RuntimeDefault seccomp, with CPU and memory requests
+/// and limits.
+fn assert_it_runs_unprivileged_and_bounded(pod: &PodSpec, c: &Container) {
+    let pod_security = pod.security_context.clone().unwrap();
     assert_eq!(pod_security.run_as_non_root, Some(true));
     assert_eq!(pod_security.run_as_user, Some(10001));
     assert_eq!(
@@ -38,8 +59,6 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
         "RuntimeDefault"
     );
 
-    assert_eq!(pod.containers.len(), 1);
-    let c = &pod.containers[0];
     let security = c.security_context.clone().unwrap();
     assert_eq!(security.run_as_non_root, Some(true));
     assert_eq!(security.run_as_user, Some(10001));
@@ -58,8 +77,10 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
             "{part:?}"
         );
     }
+}
 
-    // POD_NAME from the downward API: the operator's leader identity.
+/// POD_NAME from the downward API: the operator's leader identity.
+fn assert_its_leader_identity_is_the_pod_name(c: &Container) {
     let env = c.env.clone().unwrap();
     let pod_name = env.iter().find(|e| e.name == "POD_NAME").unwrap();
     assert_eq!(
@@ -73,8 +94,14 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
             .field_path,
         "metadata.name"
     );
+}
 
-    // The ports the configuration binds, named for the Service and probes.
+/// The ports the configuration binds, named for the Service and probes;
+/// the probes on the metrics port. Returns the ports by name.
+fn assert_its_ports_and_probes_are_the_configurations(
+    c: &Container,
+    config: &Config,
+) -> BTreeMap<String, i32> {
     let ports: BTreeMap<String, i32> = c
         .ports
         .iter()
@@ -91,15 +118,24 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
         let get = probe.unwrap().http_get.unwrap();
         assert_eq!(get.path.as_deref(), Some(path));
         let port = match get.port {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => ports[&name],
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n,
+            IntOrString::String(name) => ports[&name],
+            IntOrString::Int(n) => n,
         };
         assert_eq!(port, port_of(&config.metrics.bind));
     }
+    ports
+}
 
-    // `--config` names the file the ConfigMap volume holds; the certificate
-    // Secret is mounted read-only where the configuration looks for it.
-    let volumes = pod.volumes.unwrap();
+/// `--config` names the file the ConfigMap volume holds (under `key`); the
+/// certificate Secret is mounted read-only where the configuration looks
+/// for it; every mount is read-only.
+fn assert_its_configuration_and_certificates_are_mounted(
+    pod: &PodSpec,
+    c: &Container,
+    config: &Config,
+    key: &str,
+) {
+    let volumes = pod.volumes.clone().unwrap();
     let mounts = c.volume_mounts.clone().unwrap();
     let mount_of = |volume: &str| {
         mounts
@@ -134,11 +170,11 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
         assert_eq!(Path::new(&tls_mount.mount_path), cert_dir.as_path());
     }
     assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+}
 
-    // The service account exists where the Deployment runs.
-    let _: ServiceAccount = object("deploy/rbac.yaml", "ServiceAccount", MANAGER_SA.1);
-
-    // The PodDisruptionBudget keeps one of the two replicas.
+/// The PodDisruptionBudget selects the manager's pods and keeps one of the
+/// two replicas.
+fn assert_the_disruption_budget_keeps_one_replica(pod_labels: &BTreeMap<String, String>) {
     let pdb: PodDisruptionBudget =
         object("deploy/pdb.yaml", "PodDisruptionBudget", "devenv-manager");
     let pdb = pdb.spec.unwrap();
@@ -148,12 +184,14 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
             .iter()
             .all(|(k, v)| pod_labels.get(k) == Some(v))
     );
-    assert_eq!(
-        pdb.min_available,
-        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
-    );
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+}
 
-    // The network policy selects the manager and names its ports.
+/// The network policy selects the manager and names its ports.
+fn assert_the_network_policy_selects_it_by_port_name(
+    pod_labels: &BTreeMap<String, String>,
+    ports: &BTreeMap<String, i32>,
+) {
     let policy: NetworkPolicy = object(
         "deploy/networkpolicy.yaml",
         "NetworkPolicy",
@@ -169,7 +207,7 @@ fn the_deployment_runs_the_manager_as_the_issue_asks() {
     for rule in policy.ingress.unwrap() {
         for port in rule.ports.unwrap() {
             match port.port.unwrap() {
-                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
+                IntOrString::String(name) => {
                     assert!(ports.contains_key(&name), "{name}")
                 }
                 other => panic!("name the port: {other:?}"),

@@ -1,10 +1,12 @@
 //! The kustomizations name every manifest, and build both ways.
 
-use crate::unknown_fields::check_document;
-use crate::{ROOT, docs, manager_deployment, yaml_files};
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
+
+use serde_json::Value;
+
+use crate::unknown_fields::check_document;
+use crate::{ROOT, docs, manager_deployment, yaml_files};
 
 #[test]
 fn the_kustomizations_name_every_manifest() {

@@ -24,12 +24,11 @@ mod unknown_fields;
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
-use serde_json::Value;
-
 use devenv_testbed::manifests::{
     MANAGER_SA, deploy_config, docs, kind_of, manager_deployment, object,
 };
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const MANIFEST_DIRS: [&str; 2] = ["deploy", "webhook-config"];

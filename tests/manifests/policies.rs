@@ -1,11 +1,12 @@
 //! The admission policies of `deploy/admission-policy.yaml` name what the
 //! configuration names.
 
-use crate::{MANAGER_SA, deploy_config, object};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use serde_json::{Value, json};
+
+use crate::{MANAGER_SA, deploy_config, object};
 
 /// The admission policies hard-code what the configuration and the RBAC
 /// name: they must say the same.

@@ -1,11 +1,13 @@
 //! RBAC: `deploy/rbac.yaml` grants exactly the calls of
 //! [`crate::rbac_calls::CODE_CALLS`], and the learner's role is the code's.
 
-use crate::rbac_calls::{CODE_CALLS, Scope};
-use crate::{MANAGER_SA, deploy_config, docs, object, objects};
+use std::collections::{BTreeMap, BTreeSet};
+
 use devenv_manager::config::Config;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use std::collections::{BTreeMap, BTreeSet};
+
+use crate::rbac_calls::{CODE_CALLS, Scope};
+use crate::{MANAGER_SA, deploy_config, docs, object, objects};
 
 /// One grant: (scope, namespace or "", group, resource, resource name or
 /// "" for any, verb).

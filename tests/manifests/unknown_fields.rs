@@ -1,7 +1,6 @@
 //! Unknown fields: every document parses into its type, and nothing it
 //! says is lost on the way (a typo fails here, not silently in a cluster).
 
-use crate::{deploy_config, docs, kind_of, yaml_files};
 use devenv_manager::webhook::learnerspaces;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -17,6 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use crate::{deploy_config, docs, kind_of, yaml_files};
 
 /// The differences between what was written and what the type kept.
 ///
@@ -286,7 +287,7 @@ pub(crate) fn check_document(doc: &Value) -> Result<(), String> {
         ("cert-manager.io/v1", "Issuer") => shaped(&CERT_MANAGER_ISSUER),
         ("cert-manager.io/v1", "Certificate") => shaped(&CERT_MANAGER_CERTIFICATE),
         (api_version, kind) => Err(format!(
-            "no check for {api_version} {kind}: add its type to check_document in tests/manifests.rs"
+            "no check for {api_version} {kind}: add its type to check_document in tests/manifests/unknown_fields.rs"
         )),
     }
 }

@@ -123,7 +123,7 @@ pub struct TestBed {
 
 static SHARED: OnceCell<Result<TestBed, String>> = OnceCell::const_new();
 
-/// The API server shared by all tests of this test binary, started on first use;
+/// The API server shared by all tests of this test process, started on first use;
 /// `None` (after printing a `skipping` line) when the test bed is not built.
 ///
 /// Each `#[tokio::test]` runs on its own runtime, and a `kube::Client` spawns a

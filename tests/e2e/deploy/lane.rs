@@ -2,13 +2,12 @@
 //! manager: each write out of its lane is refused by the API server (the
 //! devenv-manager-lane admission policy, RBAC or the API server itself).
 
+use devenv_testbed::{TestBed, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-
-use devenv_testbed::{TestBed, eventually};
 
 /// What refuses a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

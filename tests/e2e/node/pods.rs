@@ -1,4 +1,4 @@
-//! End-to-end tests on the test bed's real node (tests/testbed/node.rs):
+//! End-to-end tests on the test bed's real node (`devenv_testbed::node`):
 //! pods that run, tokens a kubelet mounts, `devenv` inside a devenv pod, and
 //! what DELETE answers for a pod removed at once and for one that terminates
 //! gracefully.

@@ -1,14 +1,15 @@
 //! Authentication: missing, bad, expired and wrong-audience tokens, callers
 //! that are not developers, and what TokenReviews and request rates cost.
 
-use devenv_testbed as testbed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{AUDIENCE, Answer, Fixture, assert_error};
 use base64::Engine;
+use devenv_testbed as testbed;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
+
+use super::{AUDIENCE, Answer, Fixture, assert_error};
 
 /// Signs a service-account JWT with the test bed's own issuer key, as the API
 /// server would, with the claims of a TokenRequest token but any `exp`.

@@ -1,11 +1,12 @@
 //! CA distribution: the `devenv-manager-ca` ConfigMap is published, put
 //! back and rotated.
 
-use super::{Fixture, call};
 use devenv_testbed::eventually;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
+
+use super::{Fixture, call};
 
 #[tokio::test]
 async fn the_ca_configmap_is_published_put_back_and_rotated() {

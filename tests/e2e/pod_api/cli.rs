@@ -1,8 +1,10 @@
 //! The `devenv` CLI against the running server.
 
-use super::{DEVENV, Fixture, pod_names};
-use serde_json::Value;
 use std::process::Command;
+
+use serde_json::Value;
+
+use super::{DEVENV, Fixture, pod_names};
 
 struct Cli<'a> {
     f: &'a Fixture,

@@ -1,7 +1,6 @@
 //! An API server outage: with its API server stopped (a bed of its own,
 //! not the shared one), the pod API answers 503.
 
-use super::{AUDIENCE, assert_error, call, pod_names};
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
 use devenv_testbed as testbed;
@@ -10,6 +9,8 @@ use devenv_testbed::server::Server;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+
+use super::{AUDIENCE, assert_error, call, pod_names};
 
 #[tokio::test]
 async fn with_the_api_server_stopped_the_pod_api_answers_503() {

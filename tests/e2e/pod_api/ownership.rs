@@ -2,9 +2,10 @@
 //! own pods, and another's pod is exactly like a missing one, whatever its
 //! label says or becomes.
 
-use super::{Fixture, assert_error, pod_names};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
+
+use super::{Fixture, assert_error, pod_names};
 
 #[tokio::test]
 async fn developers_list_get_and_delete_their_own_pods() {
@@ -50,7 +51,7 @@ async fn developers_list_get_and_delete_their_own_pods() {
     // Without a kubelet the pod is never scheduled, so the API server removes
     // it at once (grace period 0) while still answering with the Pod: 200.
     // On a real cluster it may have been scheduled: graceful deletion, 202
-    // (tests/e2e_node.rs checks both on a real node).
+    // (`node::pods` checks both on a real node).
     if f.bed.real_cluster {
         assert!(matches!(deleted.status, 200 | 202), "{}", deleted.body);
     } else {
