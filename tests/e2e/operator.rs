@@ -8,20 +8,18 @@
 //! service account bound to cluster-admin, so the audit log tells its writes
 //! apart), and learner ids derived from that namespace.
 
-use devenv_testbed as testbed;
-
-use testbed::eventually;
-
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
 use devenv_manager::crd::{LearnerSpace, Phase};
+use devenv_testbed as testbed;
+use devenv_testbed::eventually;
+use devenv_testbed::server::Server;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use testbed::server::Server;
 
 struct Operator {
     server: Server,

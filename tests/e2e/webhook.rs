@@ -6,12 +6,12 @@
 //! its own uniquely named webhook configurations selecting only that
 //! namespace, so tests share one API server without seeing each other.
 
-use devenv_testbed as testbed;
-
 use std::process::Command;
 use std::time::Duration;
 
 use devenv_manager::config::Config;
+use devenv_testbed as testbed;
+use devenv_testbed::server::Server;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
-use testbed::server::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 

@@ -2,15 +2,14 @@
 //! their NetworkPolicies checked with real packets (kube-router enforces
 //! them), and Pod Security, the LimitRange and the quota on real pods.
 
-use devenv_testbed as testbed;
-
 use std::time::Duration;
 
+use devenv_testbed as testbed;
+use devenv_testbed::manager::Manager;
+use devenv_testbed::node::{BUSYBOX, Node};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
-use testbed::manager::Manager;
-use testbed::node::{BUSYBOX, Node};
 
 /// Every test pod serves TCP and UDP echo on this port (netcheck serve).
 const PORT: &str = "8080";

@@ -4,12 +4,11 @@
 //! gracefully.
 
 use devenv_testbed as testbed;
-
+use devenv_testbed::manager::Manager;
+use devenv_testbed::node::{BUSYBOX, Node, WORKSPACE};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::{Value, json};
-use testbed::manager::Manager;
-use testbed::node::{BUSYBOX, Node, WORKSPACE};
 
 /// A pod of `developer` in `ns` running `script` in busybox.
 fn pod(name: &str, developer: &str, image: &str, script: &str, grace: i64) -> Pod {
