@@ -45,6 +45,8 @@
 //! itself (`temp_namespace` creates one so that pods pass admission). Tests
 //! that need pods to run use [`node::shared`]: a real one-node cluster.
 
+#![forbid(unsafe_code)]
+
 mod audit;
 mod certs;
 pub mod load;
