@@ -20,15 +20,13 @@
 //! every request answered; idle connections closed within the deadline
 //! (requestHeaderTimeoutSeconds, 10 s) + 2 s; honest p99 under 50 ms.
 
-#[path = "../tests/load/mod.rs"]
-mod load;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use devenv_testbed::load;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};

@@ -12,17 +12,14 @@
 //! 150 MB at 10,000). Without `--bench` (as `cargo test --benches` runs it)
 //! it runs a small, quick version.
 
-#[path = "../tests/load/mod.rs"]
-mod load;
-#[path = "../tests/testbed/mod.rs"]
-mod testbed;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use devenv_manager::crd::{LearnerSpace, Phase};
+use devenv_testbed as testbed;
+use devenv_testbed::load;
 use futures::StreamExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;

@@ -13,14 +13,11 @@
 //! The per-developer rate limit (default 20 requests/s) is raised for the run:
 //! the benchmark measures the server, not the limit.
 
-#[path = "../tests/load/mod.rs"]
-mod load;
-#[path = "../tests/testbed/mod.rs"]
-mod testbed;
-
 use std::process::Command;
 use std::time::Duration;
 
+use devenv_testbed as testbed;
+use devenv_testbed::load;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 

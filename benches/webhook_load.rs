@@ -9,12 +9,11 @@
 //! 20,000 reviews/s at concurrency 32 with p99 under 2 ms, RSS under 15 MB,
 //! first review under 50 ms.
 
-#[path = "../tests/load/mod.rs"]
-mod load;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use devenv_testbed::load;
 
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 

@@ -1,12 +1,10 @@
 //! The pod API over HTTPS with no reachable cluster: what answers without one,
 //! the error shape, routing errors, and what `/readyz` and `/metrics` say.
-//! (Everything that needs an API server is in `e2e_pod_api.rs`.)
+//! (Everything that needs an API server is in `tests/e2e/pod_api/`.)
 
-mod common;
-
-use common::Server;
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
+use devenv_testbed::server::Server;
 use serde_json::Value;
 
 /// A cluster that is never there: nothing listens on port 1.

@@ -6,12 +6,11 @@
 //! Deadlines are set short here; the tests check that the server closes or
 //! refuses, never how fast (the patience values only stop a hung test).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, fixture, read_until_closed, tls_connect};
 use devenv_manager::config::Config;
+use devenv_testbed::fixture;
+use devenv_testbed::server::{Server, read_until_closed, tls_connect};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 

@@ -2,10 +2,9 @@
 //! verifies the CA, real AdmissionReview JSON, and the returned RFC 6902
 //! patch applied with the json-patch crate.
 
-mod common;
-
 use base64::Engine;
-use common::{Server, client_trusting, fixture};
+use devenv_testbed::fixture;
+use devenv_testbed::server::{Server, client_trusting};
 use serde_json::{Value, json};
 
 async fn post(server: &Server, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {

@@ -4,17 +4,18 @@
 //! test: both replicas Ready through their probes, as uid 10001 with a
 //! read-only root; the API server reaching the webhook through the Service;
 //! a LearnerSpace going Ready; the Lease handed over when the leader goes.
-
-mod testbed;
+//! What of deploy/ acts on the namespace `devenv` is removed when it ends
+//! ([`Installed`]): the other node tests share the node.
 
 use std::process::Command;
 
+use devenv_testbed as testbed;
+use devenv_testbed::node::{self, Node, WORKSPACE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::json;
-use testbed::node::{self, Node, WORKSPACE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
@@ -94,13 +95,7 @@ async fn lease_holder(node: &Node) -> Option<String> {
 }
 
 async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
-    let resource = kube::discovery::ApiResource {
-        group: "aivo.dev".into(),
-        version: "v1".into(),
-        api_version: "aivo.dev/v1".into(),
-        kind: "LearnerSpace".into(),
-        plural: "learnerspaces".into(),
-    };
+    let resource = testbed::manifests::learnerspaces();
     let api =
         Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
     let object: DynamicObject = serde_json::from_value(json!({
@@ -121,13 +116,65 @@ async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
     .await;
 }
 
+/// What of deploy/ acts on other tests' pods in the node's `devenv`
+/// namespace, removed when the test ends: the webhook configurations, the
+/// admission policies and the Deployment (whose managers would keep
+/// publishing their CA there), waiting until its pods are gone. The
+/// namespaces, the CRD and the RBAC stay: they change nothing for others.
+struct Installed<'a> {
+    node: &'a Node,
+    webhooks: String,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let delete = ["delete", "--ignore-not-found", "--wait=false", "-f"];
+        // Best effort, and never a second panic while unwinding from a
+        // failed assertion: outputs are not checked.
+        let _ = self
+            .node
+            .kubectl_stdin(&[&delete[..], &["-"]].concat(), &self.webhooks);
+        for file in ["admission-policy.yaml", "deployment.yaml"] {
+            let path = format!("{DEPLOY}/{file}");
+            let _ = self.node.kubectl(&[&delete[..], &[path.as_str()]].concat());
+        }
+        let _ = self.node.kubectl(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-n",
+            "devenv-system",
+            "-l",
+            "app.kubernetes.io/name=devenv-manager",
+            "--timeout=120s",
+        ]);
+    }
+}
+
 // Multi-threaded: kubectl and devenv-manager run as blocking child processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over_the_lease() {
-    let Some(node) = node::shared().await else {
+    let Some(node) = super::shared().await else {
         return;
     };
-    // README "Install", 2a.
+    let _devenv = super::devenv_namespace().await;
+    // Dropped (the test ended or failed) before `_devenv` is released.
+    let _installed = install_as_the_readme_says(node);
+    let pods = assert_both_replicas_run_as_10001_with_a_read_only_root(node).await;
+    assert_the_api_server_calls_the_webhook_through_the_service(node).await;
+    // The leader reconciles a LearnerSpace.
+    learner_space_ready(node, "first", "first.learner").await;
+    assert_the_lease_passes_when_the_leader_goes(node, &pods).await;
+    // The new leader reconciles the next LearnerSpace; the first stays Ready.
+    learner_space_ready(node, "second", "second.learner").await;
+    assert_both_learner_spaces_ready(node).await;
+    assert_deletion_finalizes_the_namespace_and_keeps_the_tombstone(node).await;
+}
+
+/// README "Install": certificates and their Secret, `kubectl apply -k
+/// deploy/`, the webhook configurations; what to remove afterwards.
+fn install_as_the_readme_says(node: &Node) -> Installed<'_> {
+    // 2a.
     let certs = tempfile::tempdir().unwrap();
     let out = certs.path().to_str().unwrap();
     manager(&["certs", "generate", "--out", out]);
@@ -148,11 +195,19 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         ],
         None,
     );
-    node.kubectl_ok(&["apply", "-k", DEPLOY], None);
     let webhooks = manager(&["webhook-config", "--ca-file", &format!("{out}/ca.crt")]);
+    let installed = Installed {
+        node,
+        webhooks: webhooks.clone(),
+    };
+    node.kubectl_ok(&["apply", "-k", DEPLOY], None);
     node.kubectl_ok(&["apply", "-f", "-"], Some(&webhooks));
+    installed
+}
 
-    // Both replicas Ready through their probes.
+/// Both replicas Ready through their probes, their processes (read on the
+/// node) uid 10001 with a read-only root. Returns the two pods.
+async fn assert_both_replicas_run_as_10001_with_a_read_only_root(node: &Node) -> Vec<Pod> {
     let deployments = Api::<Deployment>::namespaced(node.bed.client().await, "devenv-system");
     testbed::eventually("deploy/devenv-manager 2/2 ready", || async {
         let d = deployments.get("devenv-manager").await.ok()?;
@@ -181,8 +236,12 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         );
     }
 
-    // The API server calls the webhook through the Service: a devenv pod is
-    // injected.
+    pods
+}
+
+/// The API server calls the webhook through the Service: a devenv pod is
+/// injected, and runs.
+async fn assert_the_api_server_calls_the_webhook_through_the_service(node: &Node) {
     node.kubectl_ok(
         &[
             "apply",
@@ -223,12 +282,10 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         "{volumes:?}"
     );
     node.wait_running("devenv", "eywalker-ws").await;
+}
 
-    // The leader reconciles a LearnerSpace.
-    learner_space_ready(node, "first", "first.learner").await;
-
-    // The leader goes: the Lease passes to a live replica, which reconciles
-    // the next LearnerSpace; the first stays Ready.
+/// The leader (one of `pods`) goes: the Lease passes to a live replica.
+async fn assert_the_lease_passes_when_the_leader_goes(node: &Node, pods: &[Pod]) {
     let holder = testbed::eventually("a lease holder", || lease_holder(node)).await;
     let leader = pods
         .iter()
@@ -254,14 +311,11 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
             .then_some(())
     })
     .await;
-    learner_space_ready(node, "second", "second.learner").await;
-    let resource = kube::discovery::ApiResource {
-        group: "aivo.dev".into(),
-        version: "v1".into(),
-        api_version: "aivo.dev/v1".into(),
-        kind: "LearnerSpace".into(),
-        plural: "learnerspaces".into(),
-    };
+}
+
+/// Exactly the two LearnerSpaces of this test, both Ready.
+async fn assert_both_learner_spaces_ready(node: &Node) {
+    let resource = testbed::manifests::learnerspaces();
     let spaces =
         Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
             .list(&ListParams::default())
@@ -275,9 +329,12 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
         );
     }
     assert_eq!(spaces.items.len(), 2);
+}
 
-    // Deleting a LearnerSpace: the tombstone is written and, with a real
-    // controller-manager, the learner namespace is really finalized.
+/// Deleting a LearnerSpace: the tombstone is written and, with a real
+/// controller-manager, the learner namespace is really finalized.
+async fn assert_deletion_finalizes_the_namespace_and_keeps_the_tombstone(node: &Node) {
+    let resource = testbed::manifests::learnerspaces();
     let learner_ns = devenv_manager::names::learner_namespace("first.learner");
     Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource)
         .delete("first", &DeleteParams::default())

@@ -3,18 +3,17 @@
 //! started by `scripts/testbed-node.sh up` (docs/testbed-node.md).
 //!
 //! ```ignore
-//! mod testbed;
-//! use testbed::node;
+//! use devenv_testbed::{binaries, node};
 //!
 //! #[tokio::test]
 //! async fn something() {
-//!     let Some(node) = node::shared().await else { return };
+//!     let Some(node) = node::shared(binaries!()).await else { return };
 //!     let ns = node.namespace("something").await;
 //!     // pods run: node.wait_running(&ns, "p").await, node.exec(...)
 //! }
 //! ```
 //!
-//! One node per test binary, shared by its tests and started on first use;
+//! One node per test process, shared by its tests and started on first use;
 //! it goes (every process, container, mount, network namespace and cgroup)
 //! when the test process exits in any way: the script tears it down when its
 //! standard input, a pipe from this process, closes. The node runs images
@@ -36,7 +35,7 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::Api;
 use tokio::sync::OnceCell;
 
-use super::{TestBed, eventually, skip, uncaptured, unique_name};
+use crate::{Binaries, TestBed, eventually, repo_dir, skip, uncaptured, unique_name};
 
 /// busybox (every applet in /bin) and /bin/netcheck.
 pub const BUSYBOX: &str = "devenv-testbed/busybox:1";
@@ -72,6 +71,8 @@ pub struct Node {
     /// pods reach processes of the test (an in-process manager binds here).
     pub host_ip: String,
     pub pod_cidr: String,
+    /// The binaries under test (its images hold them).
+    pub binaries: Binaries,
     bin: PathBuf,
     /// Closing this pipe (at process exit) tears the cluster down.
     _supervisor: Mutex<(Child, ChildStdin)>,
@@ -79,12 +80,13 @@ pub struct Node {
 
 static NODE: OnceCell<Result<Node, String>> = OnceCell::const_new();
 
-/// The node of this test binary, started on first use; `None` (after a
-/// `skipping` line) when it cannot run here.
-pub async fn shared() -> Option<&'static Node> {
-    let bin = super::bin_dir();
+/// The node of this test process, started on first use with images of
+/// `binaries` (from [`crate::binaries!`]); `None` (after a `skipping` line)
+/// when it cannot run here.
+pub async fn shared(binaries: Binaries) -> Option<&'static Node> {
+    let bin = crate::bin_dir();
     if !NODE_PIECES.iter().all(|p| bin.join(p).is_file()) {
-        super::build_test_bed(&bin);
+        crate::build_test_bed(&bin);
     }
     let missing: Vec<&str> = NODE_PIECES
         .iter()
@@ -111,7 +113,7 @@ pub async fn shared() -> Option<&'static Node> {
         skip(&reason);
         return None;
     }
-    let node = NODE.get_or_init(|| Node::start(bin)).await;
+    let node = NODE.get_or_init(|| Node::start(bin, binaries)).await;
     match node {
         Ok(node) => Some(node),
         Err(e) => panic!("the test bed's node failed to start: {e}"),
@@ -127,24 +129,15 @@ fn is_root() -> bool {
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-node.sh")
-}
-
-/// The binaries under test, as integration tests see them.
-fn binary(name: &str) -> PathBuf {
-    match name {
-        "devenv-manager" => PathBuf::from(env!("CARGO_BIN_EXE_devenv-manager")),
-        "devenv" => PathBuf::from(env!("CARGO_BIN_EXE_devenv")),
-        other => unreachable!("no binary {other}"),
-    }
+    repo_dir().join("scripts/testbed-node.sh")
 }
 
 impl Node {
-    async fn start(bin: PathBuf) -> Result<Node, String> {
+    async fn start(bin: PathBuf, binaries: Binaries) -> Result<Node, String> {
         let started = Instant::now();
         // Under the crate's .testbed/, not the shared temporary directory:
         // nothing but this bed touches it.
-        let nodes = Path::new(env!("CARGO_MANIFEST_DIR")).join(".testbed/nodes");
+        let nodes = repo_dir().join(".testbed/nodes");
         fs::create_dir_all(&nodes).map_err(|e| format!("{}: {e}", nodes.display()))?;
         let dir = tempfile::Builder::new()
             .prefix("node-")
@@ -154,8 +147,8 @@ impl Node {
             .keep();
         let images = dir.join("images");
         fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
-        let manager = binary("devenv-manager");
-        let devenv = binary("devenv");
+        let manager = &binaries.manager;
+        let devenv = &binaries.devenv;
         let image = |name: &str, file: &str, options: &[&str], files: Vec<String>| {
             let output = Command::new("bash")
                 .arg(script())
@@ -230,14 +223,14 @@ impl Node {
                 return Err(format!(
                     "scripts/testbed-node.sh up exited ({status}); end of {}:\n{}",
                     log_path.display(),
-                    super::log_tail(&log_path)
+                    crate::log_tail(&log_path)
                 ));
             }
             if started.elapsed() > START_TIMEOUT {
                 return Err(format!(
                     "the node was not ready within {START_TIMEOUT:?}; end of {}:\n{}",
                     log_path.display(),
-                    super::log_tail(&log_path)
+                    crate::log_tail(&log_path)
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -257,6 +250,7 @@ impl Node {
             node_ip: value("node_ip")?,
             host_ip: value("host_ip")?,
             pod_cidr: value("pod_cidr")?,
+            binaries,
             dir,
             bin,
             _supervisor: Mutex::new((child, stdin)),

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
-use super::eventually;
-use super::node::Node;
+use crate::eventually;
+use crate::node::Node;
 
 pub struct Manager {
     /// What pods use: `https://{host_ip}:{port}` (the injected
@@ -45,7 +45,7 @@ impl Manager {
     pub async fn start(node: &Node, tweak: impl FnOnce(&mut Config)) -> Manager {
         // The operator always runs; without its CRD it would retry forever
         // (and a deployment from deploy/ always has it).
-        install_crd(node).await;
+        crate::manifests::install_crd(node.bed.client().await).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cert_dir = dir.path().join("certs");
         // The pod API's port is part of the URL the webhook injects, so it is
@@ -106,7 +106,7 @@ impl Manager {
             devenv_manager::yaml::to_yaml(&self.config).unwrap(),
         )
         .unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_devenv-manager"))
+        let output = Command::new(&node.binaries.manager)
             .args(["webhook-config", "--config"])
             .arg(&config_file)
             .arg("--ca-file")
@@ -149,7 +149,7 @@ impl Manager {
             "metadata": {"name": "webhook-probe"},
             "spec": {
                 "serviceAccountName": "devenv-probe",
-                "containers": [{"name": "c", "image": super::node::BUSYBOX}],
+                "containers": [{"name": "c", "image": crate::node::BUSYBOX}],
             },
         }))
         .unwrap();
@@ -169,17 +169,17 @@ impl Manager {
         .await;
     }
 
-    /// Waits until the pod API's CA is published in every devenv namespace
+    /// Waits until this manager's CA is published in every devenv namespace
     /// (pods that start before it would find no `ca.crt` in their volume).
+    /// Its own CA, not just a `devenv-manager-ca`: a fixed namespace such as
+    /// `devenv` may still hold the CA of a manager an earlier test ran.
     pub async fn wait_for_ca_configmaps(&self) {
+        let ours = std::fs::read_to_string(&self.ca_file).expect("CA file");
         for ns in &self.config.devenv.namespaces {
             let api = Api::<ConfigMap>::namespaced(self.client.clone(), ns);
-            eventually(&format!("devenv-manager-ca in {ns}"), || async {
-                api.get_opt("devenv-manager-ca")
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|_| ())
+            eventually(&format!("our devenv-manager-ca in {ns}"), || async {
+                let published = api.get_opt("devenv-manager-ca").await.ok()??;
+                (published.data?.get("ca.crt")? == &ours).then_some(())
             })
             .await;
         }
@@ -210,29 +210,4 @@ impl Manager {
             let _ = running.wait().await;
         }
     }
-}
-
-/// Applies deploy/crd.yaml unless present, and waits until it is Established.
-pub async fn install_crd(node: &Node) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml"))
-        .expect("deploy/crd.yaml");
-    let docs: Vec<serde_json::Value> = devenv_manager::yaml::from_yaml_stream(&text).unwrap();
-    let crd: CustomResourceDefinition = serde_json::from_value(docs[0].clone()).unwrap();
-    let crds = Api::<CustomResourceDefinition>::all(node.bed.client().await);
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => panic!("the CRD from deploy/crd.yaml is refused: {e}"),
-    }
-    eventually("the LearnerSpace CRD Established", || async {
-        let current = crds.get("learnerspaces.aivo.dev").await.ok()?;
-        current
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
 }

@@ -8,15 +8,12 @@
 //! service account bound to cluster-admin, so the audit log tells its writes
 //! apart), and learner ids derived from that namespace.
 
-mod common;
-mod testbed;
-
-use testbed::eventually;
-
-use common::Server;
 use devenv_manager::cluster::Source;
 use devenv_manager::config::Config;
 use devenv_manager::crd::{LearnerSpace, Phase};
+use devenv_testbed as testbed;
+use devenv_testbed::eventually;
+use devenv_testbed::server::Server;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
@@ -101,7 +98,7 @@ fn learner_namespace(ls: &LearnerSpace) -> String {
 
 async fn setup(bed: &testbed::TestBed, prefix: &str) -> (String, Client, Api<LearnerSpace>) {
     let admin = bed.client().await;
-    common::install_crd(admin.clone()).await;
+    testbed::manifests::install_crd(admin.clone()).await;
     let namespace = bed.temp_namespace(prefix).await;
     let api = Api::namespaced(admin.clone(), &namespace);
     (namespace, admin, api)

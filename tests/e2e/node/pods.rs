@@ -1,15 +1,14 @@
-//! End-to-end tests on the test bed's real node (tests/testbed/node.rs):
+//! End-to-end tests on the test bed's real node (`devenv_testbed::node`):
 //! pods that run, tokens a kubelet mounts, `devenv` inside a devenv pod, and
 //! what DELETE answers for a pod removed at once and for one that terminates
 //! gracefully.
 
-mod testbed;
-
+use devenv_testbed as testbed;
+use devenv_testbed::manager::Manager;
+use devenv_testbed::node::{BUSYBOX, Node, WORKSPACE};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::{Value, json};
-use testbed::manager::Manager;
-use testbed::node::{self, BUSYBOX, Node, WORKSPACE};
 
 /// A pod of `developer` in `ns` running `script` in busybox.
 fn pod(name: &str, developer: &str, image: &str, script: &str, grace: i64) -> Pod {
@@ -46,7 +45,7 @@ const GRACEFUL: &str = "trap 'sleep 2; exit 0' TERM; while true; do sleep 1; don
 
 #[tokio::test]
 async fn delete_is_200_for_a_pod_removed_at_once_and_202_while_a_running_pod_terminates() {
-    let Some(node) = node::shared().await else {
+    let Some(node) = super::shared().await else {
         return;
     };
     let ns = node.namespace("node-delete").await;
@@ -165,9 +164,10 @@ fn lists(table: &str, pod: &str) -> bool {
 // in-process manager keeps serving on this runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_no_flags() {
-    let Some(node) = node::shared().await else {
+    let Some(node) = super::shared().await else {
         return;
     };
+    let _devenv = super::devenv_namespace().await;
     let operator_ns = node.namespace("node-devenv-op").await;
     node.bed.ensure_namespace("devenv").await;
     node.wait_for_service_account("devenv", "default").await;

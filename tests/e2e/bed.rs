@@ -2,10 +2,9 @@
 //! TokenReview round trip that devenv-manager's authenticated pod API relies on,
 //! plus smoke tests of the test bed itself.
 
-mod testbed;
-
 use std::sync::OnceLock;
 
+use devenv_testbed as testbed;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};

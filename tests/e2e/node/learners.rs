@@ -2,16 +2,14 @@
 //! their NetworkPolicies checked with real packets (kube-router enforces
 //! them), and Pod Security, the LimitRange and the quota on real pods.
 
-mod common;
-mod testbed;
-
 use std::time::Duration;
 
+use devenv_testbed as testbed;
+use devenv_testbed::manager::Manager;
+use devenv_testbed::node::{BUSYBOX, Node};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
-use testbed::manager::Manager;
-use testbed::node::{self, BUSYBOX, Node};
 
 /// Every test pod serves TCP and UDP echo on this port (netcheck serve).
 const PORT: &str = "8080";
@@ -78,7 +76,7 @@ async fn learner_space(
 /// The operator (an in-process manager) with its own namespace, which is
 /// also the first of the allowed namespaces.
 async fn operator(node: &Node, prefix: &str) -> (Manager, String, kube::discovery::ApiResource) {
-    let resource = common::install_crd(node.bed.client().await).await;
+    let resource = testbed::manifests::install_crd(node.bed.client().await).await;
     let operator_ns = node.namespace(&format!("{prefix}-op")).await;
     let devenv_ns = node.namespace(&format!("{prefix}-devenv")).await;
     let manager = Manager::start(node, |c| {
@@ -168,7 +166,7 @@ impl Probe<'_> {
 // operator keeps running on this runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_network_policies_hold_for_real_packets() {
-    let Some(node) = node::shared().await else {
+    let Some(node) = super::shared().await else {
         return;
     };
     let (manager, op, resource) = operator(node, "net").await;
@@ -292,7 +290,7 @@ async fn learner_network_policies_hold_for_real_packets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_pod_without_resources_runs_with_the_defaults_and_counts_in_the_quota() {
-    let Some(node) = node::shared().await else {
+    let Some(node) = super::shared().await else {
         return;
     };
     let (manager, op, resource) = operator(node, "psa").await;

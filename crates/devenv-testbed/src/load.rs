@@ -2,8 +2,6 @@
 //! connections over rustls, each sending requests back to back for a fixed
 //! time, every latency recorded.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

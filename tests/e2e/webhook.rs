@@ -6,14 +6,12 @@
 //! its own uniquely named webhook configurations selecting only that
 //! namespace, so tests share one API server without seeing each other.
 
-mod common;
-mod testbed;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::Server;
 use devenv_manager::config::Config;
+use devenv_testbed as testbed;
+use devenv_testbed::server::Server;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -388,7 +386,7 @@ async fn learnerspaces_are_validated_by_the_webhook_and_by_the_crd_schema() {
         // The API server must reach this process's webhook by URL.
         return testbed::skip("needs the local test bed");
     }
-    let resource = common::install_crd(bed.client().await).await;
+    let resource = testbed::manifests::install_crd(bed.client().await).await;
     let r = Registered::new(bed, "ls").await;
     let api: Api<DynamicObject> = Api::namespaced_with(r.client.clone(), &r.namespace, &resource);
 
@@ -472,7 +470,7 @@ async fn bind_pod_label_policy(client: &kube::Client, namespace: &str, probe: &s
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
     let docs: Vec<Value> =
-        devenv_manager::yaml::from_yaml_stream(&common::fixture("deploy/admission-policy.yaml"))
+        devenv_manager::yaml::from_yaml_stream(&testbed::fixture("deploy/admission-policy.yaml"))
             .unwrap();
     let policy = docs
         .iter()

@@ -1,8 +1,6 @@
 //! Starts `devenv-manager serve` in-process on ephemeral ports with generated
 //! certificates, and builds HTTPS clients that verify its CA.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -114,46 +112,6 @@ pub fn client_trusting(ca_file: &Path) -> reqwest::Client {
         .add_root_certificate(ca)
         .build()
         .expect("client")
-}
-
-pub fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-/// Applies `deploy/crd.yaml` (once per API server) and waits until it is
-/// Established; returns the LearnerSpace resource for dynamic APIs.
-pub async fn install_crd(client: kube::Client) -> kube::discovery::ApiResource {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Api, PostParams};
-    let docs: Vec<serde_json::Value> =
-        devenv_manager::yaml::from_yaml_stream(&fixture("deploy/crd.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_json::from_value(docs[0].clone()).unwrap();
-    let crds = Api::<CustomResourceDefinition>::all(client);
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => panic!("the CRD from deploy/crd.yaml is refused: {e}"),
-    }
-    for _ in 0..200 {
-        let current = crds.get("learnerspaces.aivo.dev").await.unwrap();
-        let established = current
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    kube::discovery::ApiResource {
-        group: "aivo.dev".into(),
-        version: "v1".into(),
-        api_version: "aivo.dev/v1".into(),
-        kind: "LearnerSpace".into(),
-        plural: "learnerspaces".into(),
-    }
 }
 
 /// A raw TLS connection to `addr` that verifies the CA in `ca_file` and

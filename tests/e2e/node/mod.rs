@@ -1,0 +1,27 @@
+//! End-to-end tests on the test bed's real node (`devenv_testbed::node`):
+//! pods that run, tokens a kubelet mounts, `devenv` inside a devenv pod,
+//! learner namespaces checked with real packets, and the manager as its
+//! own Deployment. One node serves every test of this module.
+
+mod deployment;
+mod learners;
+mod pods;
+
+use devenv_testbed::binaries;
+use devenv_testbed::node::{self, Node};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The node of this test process, started by the first test that asks.
+async fn shared() -> Option<&'static Node> {
+    node::shared(binaries!()).await
+}
+
+/// Held by the tests that work in the README's fixed namespace `devenv`
+/// (the seed StatefulSet and `deploy/` as it is): each registers its own
+/// manager's webhook for that namespace and publishes its own CA there, so
+/// at most one of them runs at a time. Every other node test has namespaces
+/// of its own and runs alongside.
+async fn devenv_namespace() -> MutexGuard<'static, ()> {
+    static DEVENV: Mutex<()> = Mutex::const_new(());
+    DEVENV.lock().await
+}

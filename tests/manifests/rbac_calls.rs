@@ -1,0 +1,231 @@
+//! The API calls the code makes, by hand: what `deploy/rbac.yaml` must
+//! grant, no more and no less ([`CODE_CALLS`]).
+
+/// Where a call is made: cluster-wide (`Api::all`, or a namespace only known
+/// at run time: the learner namespaces), in `operator.namespace`, or in each
+/// of `devenv.namespaces`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Scope {
+    Cluster,
+    Operator,
+    Devenv,
+}
+
+/// One kind of API call the manager makes.
+pub(crate) struct Call {
+    pub(crate) scope: Scope,
+    pub(crate) group: &'static str,
+    pub(crate) resource: &'static str,
+    /// The one object the call is about (`resourceNames`), or "" for any.
+    pub(crate) name: &'static str,
+    pub(crate) verbs: &'static [&'static str],
+    /// Where in the code (and why).
+    pub(crate) at: &'static str,
+}
+
+const fn call(
+    scope: Scope,
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+    at: &'static str,
+) -> Call {
+    Call {
+        scope,
+        group,
+        resource,
+        name: "",
+        verbs,
+        at,
+    }
+}
+
+/// The API calls the manager makes, from the code. A watcher or reflector
+/// is `list` + `watch`; server-side apply (`Patch::Apply`) is `patch`, and
+/// `create` too, because the API server authorizes an apply that creates
+/// the object as a create. Update this list when the code changes; the test
+/// compares it with the RBAC in `deploy/rbac.yaml` both ways.
+///
+/// The `bind` on the learner's ClusterRole (RBAC lets the operator write a
+/// RoleBinding to a role it holds `bind` on without holding the role's
+/// rules) is not listed here: it is read from the RoleBinding the operator
+/// builds, `operator::objects::desired(..).role_binding`.
+pub(crate) const CODE_CALLS: &[Call] = &[
+    // --- the operator, src/operator/ ---
+    call(
+        Scope::Operator,
+        "aivo.dev",
+        "learnerspaces",
+        &["list", "watch"],
+        "controller.rs: watcher(Api::<LearnerSpace>::namespaced(operator ns)) feeding Controller::for_stream",
+    ),
+    call(
+        Scope::Operator,
+        "aivo.dev",
+        "learnerspaces",
+        &["patch"],
+        "reconcile.rs: kube-runtime finalizer() adds and removes aivo.dev/tombstone with JSON patches",
+    ),
+    call(
+        Scope::Operator,
+        "aivo.dev",
+        "learnerspaces/status",
+        &["patch"],
+        "reconcile.rs set_status: api.patch_status",
+    ),
+    call(
+        Scope::Operator,
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        "reconcile.rs record: events::Recorder::publish creates an Event, patches it when it repeats (series), in the LearnerSpace's namespace",
+    ),
+    call(
+        Scope::Operator,
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+        "leader.rs: get_opt, create, replace of Lease devenv-manager-operator",
+    ),
+    call(
+        Scope::Operator,
+        "",
+        "configmaps",
+        &["get", "create", "patch"],
+        "reconcile.rs write_tombstone: get_opt, create, merge patch of tombstone-* ConfigMaps",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["list", "watch"],
+        "controller.rs: watch::<Namespace>(Api::all) (cache and drift)",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["create", "patch"],
+        "reconcile.rs ensure: server-side apply of a learner namespace that drifted",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["get"],
+        "reconcile.rs apply: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["create"],
+        "reconcile.rs apply_all: create of a learner namespace that does not exist",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "namespaces",
+        &["get", "delete"],
+        "reconcile.rs cleanup: namespaces.get_opt, then delete",
+    ),
+    call(
+        Scope::Cluster,
+        "networking.k8s.io",
+        "networkpolicies",
+        &["list", "watch"],
+        "controller.rs: watch::<NetworkPolicy>(Api::all)",
+    ),
+    call(
+        Scope::Cluster,
+        "networking.k8s.io",
+        "networkpolicies",
+        &["create", "patch"],
+        "reconcile.rs ensure (learner namespaces)",
+    ),
+    call(
+        Scope::Cluster,
+        "networking.k8s.io",
+        "networkpolicies",
+        &["delete"],
+        "reconcile.rs prune_network_policies",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "resourcequotas",
+        &["list", "watch", "create", "patch"],
+        "controller.rs watch::<ResourceQuota>(Api::all); reconcile.rs ensure",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "limitranges",
+        &["list", "watch", "create", "patch"],
+        "controller.rs watch::<LimitRange>(Api::all); reconcile.rs ensure",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "serviceaccounts",
+        &["list", "watch", "create", "patch"],
+        "controller.rs watch::<ServiceAccount>(Api::all); reconcile.rs ensure",
+    ),
+    call(
+        Scope::Cluster,
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        &["list", "watch", "create", "patch"],
+        "controller.rs watch::<RoleBinding>(Api::all); reconcile.rs ensure",
+    ),
+    call(
+        Scope::Cluster,
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        &["delete"],
+        "reconcile.rs remove_binding_to_another_role: a roleRef cannot change",
+    ),
+    call(
+        Scope::Cluster,
+        "",
+        "configmaps",
+        &["list", "watch", "create", "patch"],
+        "controller.rs watch::<ConfigMap>(Api::all); reconcile.rs ensure (vault-secret-paths)",
+    ),
+    // --- the pod API, src/api/ ---
+    call(
+        Scope::Cluster,
+        "authentication.k8s.io",
+        "tokenreviews",
+        &["create"],
+        "auth.rs: Api::<TokenReview>::all().create",
+    ),
+    call(
+        Scope::Devenv,
+        "",
+        "pods",
+        &["list", "watch"],
+        "pods.rs PodCache::start: reflector(watcher(Api::<Pod>::namespaced)) per devenv namespace",
+    ),
+    call(
+        Scope::Devenv,
+        "",
+        "pods",
+        &["delete", "get"],
+        "pods.rs delete: api.delete with preconditions, api.get_opt for the fresh read",
+    ),
+    call(
+        Scope::Devenv,
+        "",
+        "configmaps",
+        &["list", "watch"],
+        "ca_publisher.rs: reflector(watcher(Api::<ConfigMap>::namespaced, metadata.name=devenv-manager-ca))",
+    ),
+    call(
+        Scope::Devenv,
+        "",
+        "configmaps",
+        &["create", "patch"],
+        "ca_publisher.rs reconcile: server-side apply of devenv-manager-ca",
+    ),
+];
