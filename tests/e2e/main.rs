@@ -15,6 +15,7 @@
 //!
 //! - [`bed`]: the test bed itself and the token round trip the pod API
 //!   relies on;
+//! - [`certs`]: self-managed certificates (the keeper and its Secret);
 //! - [`webhook`]: the webhooks registered with the API server;
 //! - [`operator`]: the LearnerSpace operator;
 //! - [`pod_api`]: the authenticated pod API and the `devenv` CLI;
@@ -23,6 +24,7 @@
 //! - [`node`]: on the real node.
 
 mod bed;
+mod certs;
 mod deploy;
 mod node;
 mod operator;

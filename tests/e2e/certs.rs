@@ -7,7 +7,7 @@
 //! Each test has its own namespace and uniquely named webhook
 //! configurations that select only that namespace.
 
-mod testbed;
+use devenv_testbed as testbed;
 
 use devenv_manager::certs::keeper::{Keeper, Settings};
 use devenv_manager::certs::material::{Material, carries, same_certificates};
