@@ -30,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -67,12 +68,43 @@ pub struct Backend {
     pub reviewer: KubeTokenReviewer,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/health`.
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "Health")]
 pub struct HealthInfo {
-    pub status: &'static str,
-    pub cluster: &'static str,
-    pub pod_cache: &'static str,
+    pub status: Serving,
+    /// Whether the manager has reached the Kubernetes API server.
+    pub cluster: ClusterState,
+    /// Whether every devenv namespace's pod watch is listed and connected.
+    pub pod_cache: CacheState,
+}
+
+// No doc comments on the variants below: they would make the schemas
+// `oneOf`s instead of OpenAPI 3.0 `enum`s.
+
+/// `ok` whenever the pod API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum Serving {
+    Ok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum ClusterState {
+    Connected,
+    Waiting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum CacheState {
+    Synced,
+    Syncing,
 }
 
 impl PodApi {
@@ -112,16 +144,16 @@ impl PodApi {
     fn health(&self) -> HealthInfo {
         let backend = self.backend.get();
         HealthInfo {
-            status: "ok",
+            status: Serving::Ok,
             cluster: if backend.is_some() {
-                "connected"
+                ClusterState::Connected
             } else {
-                "waiting"
+                ClusterState::Waiting
             },
             pod_cache: if backend.is_some_and(|b| b.pods.is_synced()) {
-                "synced"
+                CacheState::Synced
             } else {
-                "syncing"
+                CacheState::Syncing
             },
         }
     }
