@@ -2,6 +2,9 @@
 //! the operator derives from a learner id. Pure functions shared by the
 //! webhook, the operator and the pod API.
 
+use std::sync::OnceLock;
+
+use regex::Regex;
 use sha2::{Digest, Sha256};
 
 use crate::config::DevenvConfig;
@@ -9,18 +12,53 @@ use crate::config::DevenvConfig;
 /// Prefix of every learner namespace.
 pub const LEARNER_NAMESPACE_PREFIX: &str = "aivo-learner-";
 
-/// Checks a DNS-1123 label (RFC 1123, as Kubernetes uses it for namespace and
-/// label-like names): 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+/// A regular expression stated once: the CRD schema carries its source as a
+/// `pattern` (checked by the API server), the webhook and the rest of the
+/// manager match with it, so the two can never disagree.
+pub struct Pattern {
+    /// Anchored (`^...$`), in the RE2 subset both Kubernetes and `regex` read.
+    pub source: &'static str,
+    compiled: OnceLock<Regex>,
+}
+
+impl Pattern {
+    pub const fn new(source: &'static str) -> Self {
+        Pattern {
+            source,
+            compiled: OnceLock::new(),
+        }
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.compiled
+            .get_or_init(|| Regex::new(self.source).expect("a pattern of the crate compiles"))
+            .is_match(text)
+    }
+
+    /// The pattern without its anchors, as messages show it.
+    pub fn unanchored(&self) -> &'static str {
+        self.source.trim_start_matches('^').trim_end_matches('$')
+    }
+}
+
+/// The longest DNS-1123 label.
+pub const DNS1123_LABEL_MAX_LEN: usize = 63;
+/// A DNS-1123 label's characters (RFC 1123, as Kubernetes uses it for
+/// namespace and label-like names); the length is [`DNS1123_LABEL_MAX_LEN`].
+pub static DNS1123_LABEL: Pattern = Pattern::new("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
+
+/// Checks a DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting and ending
+/// alphanumeric.
 pub fn check_dns1123_label(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_string());
     }
-    if name.len() > 63 {
-        return Err(format!("{name:?} is longer than 63 characters"));
+    if name.len() > DNS1123_LABEL_MAX_LEN {
+        return Err(format!(
+            "{name:?} is longer than {DNS1123_LABEL_MAX_LEN} characters"
+        ));
     }
-    let ok_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-';
-    let bytes = name.as_bytes();
-    if !bytes.iter().all(|&c| ok_char(c)) || bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+    if !DNS1123_LABEL.is_match(name) {
         return Err(format!(
             "{name:?} is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
         ));
@@ -76,7 +114,7 @@ pub fn learner_suffix(learner_id: &str) -> String {
         }
     }
     // 63 - "aivo-learner-" (13) - "-" (1) - 8 hex digits = 41.
-    let budget = 63 - LEARNER_NAMESPACE_PREFIX.len() - 1 - 8;
+    let budget = DNS1123_LABEL_MAX_LEN - LEARNER_NAMESPACE_PREFIX.len() - 1 - 8;
     sanitized.truncate(budget);
     let sanitized = sanitized.trim_end_matches('-');
     let hash = hex::encode(Sha256::digest(learner_id.as_bytes()));

@@ -171,11 +171,13 @@ pub async fn start_with_identity(
         shutdown.clone(),
     );
     let api_addr = crate::api::spawn(
-        &config,
-        cluster,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
+        crate::api::Settings::of(&config),
+        crate::api::Shared {
+            cluster,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+        },
         &mut tasks,
     )
     .await?;

@@ -21,11 +21,11 @@ use warp::http::HeaderMap;
 
 use super::error::ApiError;
 use super::pods::upstream_error;
-use super::rate_limit::RateLimiter;
+use super::rate_limit::{Rate, RateLimiter};
 use super::token_cache::{
     DEFAULT_CAPACITY, TokenCache, TokenHash, jwt_expiry, looks_like_jwt, time_to_live,
 };
-use crate::config::{ApiConfig, DevenvConfig};
+use crate::config::DevenvConfig;
 use crate::k8s::Client;
 use crate::metrics::Metrics;
 use crate::names::developer_from_username;
@@ -250,24 +250,14 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(devenv: Arc<DevenvConfig>, api: &ApiConfig, metrics: Arc<Metrics>) -> Self {
-        Self::with_capacity(devenv, api, metrics, DEFAULT_CAPACITY)
-    }
-
-    pub fn with_capacity(
-        devenv: Arc<DevenvConfig>,
-        api: &ApiConfig,
-        metrics: Arc<Metrics>,
-        capacity: usize,
-    ) -> Self {
+    /// `failed_auths`: per client address, past which unknown tokens are
+    /// refused without a TokenReview.
+    pub fn new(devenv: Arc<DevenvConfig>, failed_auths: Rate, metrics: Arc<Metrics>) -> Self {
         Authenticator {
             devenv,
-            cache: Mutex::new(TokenCache::new(capacity)),
+            cache: Mutex::new(TokenCache::new(DEFAULT_CAPACITY)),
             inflight: Mutex::new(HashMap::new()),
-            failed_auths: RateLimiter::new(
-                api.failed_auths_per_minute / 60.0,
-                api.failed_auth_burst,
-            ),
+            failed_auths: RateLimiter::new(failed_auths.per_second, failed_auths.burst),
             metrics,
         }
     }

@@ -98,7 +98,8 @@ fn authenticator(burst: u32) -> (Authenticator, Arc<Metrics>) {
     // Practically no refill within a test.
     config.api.failed_auths_per_minute = 0.001;
     let metrics = Metrics::new();
-    let auth = Authenticator::new(Arc::new(config.devenv), &config.api, metrics.clone());
+    let settings = crate::api::Settings::of(&config);
+    let auth = Authenticator::new(settings.devenv, settings.failed_auths, metrics.clone());
     (auth, metrics)
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use warp::http::{HeaderValue, StatusCode, header};
 
@@ -43,6 +44,41 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(inline)]
+pub struct ErrorDetail {
+    #[schemars(example = 404)]
+    pub code: u16,
+    /// The Kubernetes Status reason for the code.
+    pub reason: Reason,
+    #[schemars(example = &"pod devenv/ws-0 not found")]
+    pub message: String,
+}
+
+/// `ErrorDetail::reason`.
+// No doc comments on the variants: they would make the schema a `oneOf`
+// instead of an OpenAPI 3.0 `enum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(inline)]
+pub enum Reason {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    TooManyRequests,
+    ServiceUnavailable,
+    InternalError,
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -63,17 +99,17 @@ impl ApiError {
     }
 
     /// The Kubernetes `Status.reason` for the code.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self.status() {
-            StatusCode::UNAUTHORIZED => "Unauthorized",
-            StatusCode::FORBIDDEN => "Forbidden",
-            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
-            StatusCode::NOT_FOUND => "NotFound",
-            StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-            StatusCode::BAD_REQUEST => "BadRequest",
-            StatusCode::CONFLICT => "Conflict",
-            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-            _ => "InternalError",
+            StatusCode::UNAUTHORIZED => Reason::Unauthorized,
+            StatusCode::FORBIDDEN => Reason::Forbidden,
+            StatusCode::TOO_MANY_REQUESTS => Reason::TooManyRequests,
+            StatusCode::NOT_FOUND => Reason::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Reason::MethodNotAllowed,
+            StatusCode::BAD_REQUEST => Reason::BadRequest,
+            StatusCode::CONFLICT => Reason::Conflict,
+            StatusCode::SERVICE_UNAVAILABLE => Reason::ServiceUnavailable,
+            _ => Reason::InternalError,
         }
     }
 
@@ -90,19 +126,9 @@ impl ApiError {
 
     /// The one mapping from error to HTTP response.
     pub fn into_response(self) -> warp::reply::Response {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Detail<'a>,
-        }
-        #[derive(Serialize)]
-        struct Detail<'a> {
-            code: u16,
-            reason: &'a str,
-            message: String,
-        }
         let status = self.status();
-        let body = Body {
-            error: Detail {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: status.as_u16(),
                 reason: self.reason(),
                 message: self.to_string(),

@@ -30,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -41,14 +42,62 @@ use crate::k8s::Client;
 use crate::metrics::Metrics;
 use crate::probes::{Health, State};
 use crate::server;
+use crate::server::Limits;
 use crate::tls::ReloadingResolver;
 use auth::{Authenticator, KubeTokenReviewer};
 use error::ApiError;
 use pods::PodCache;
-use rate_limit::RateLimiter;
+use rate_limit::{Rate, RateLimiter};
 
 /// The part's name in `/readyz`.
 pub const HEALTH_PART: &str = "pod-api";
+
+/// What the pod API uses of the configuration, taken from it once
+/// ([`Settings::of`]); nothing below this reads the whole [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `api.bind`.
+    pub bind: SocketAddr,
+    /// `api.certDir`: the serving certificate, and the CA published to the
+    /// devenv namespaces.
+    pub cert_dir: PathBuf,
+    /// `api.limits`.
+    pub limits: Limits,
+    /// Who a developer is and which pods are theirs (`devenv`).
+    pub devenv: Arc<DevenvConfig>,
+    /// Requests of one developer.
+    pub developer_requests: Rate,
+    /// Failed authentications from one client address (per second).
+    pub failed_auths: Rate,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        let api = &config.api;
+        Settings {
+            bind: api.bind,
+            cert_dir: api.cert_dir.clone(),
+            limits: api.limits.clone(),
+            devenv: Arc::new(config.devenv.clone()),
+            developer_requests: Rate {
+                per_second: api.developer_requests_per_second,
+                burst: api.developer_burst,
+            },
+            failed_auths: Rate {
+                per_second: api.failed_auths_per_minute / 60.0,
+                burst: api.failed_auth_burst,
+            },
+        }
+    }
+}
+
+/// What the pod API shares with the rest of `serve`.
+pub struct Shared {
+    pub cluster: Cluster,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub shutdown: CancellationToken,
+}
 
 /// State shared by every request.
 pub struct PodApi {
@@ -67,23 +116,56 @@ pub struct Backend {
     pub reviewer: KubeTokenReviewer,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/health`.
+#[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "Health")]
 pub struct HealthInfo {
-    pub status: &'static str,
-    pub cluster: &'static str,
-    pub pod_cache: &'static str,
+    pub status: Serving,
+    /// Whether the manager has reached the Kubernetes API server.
+    pub cluster: ClusterState,
+    /// Whether every devenv namespace's pod watch is listed and connected.
+    pub pod_cache: CacheState,
+}
+
+// No doc comments on the variants below: they would make the schemas
+// `oneOf`s instead of OpenAPI 3.0 `enum`s.
+
+/// `ok` whenever the pod API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum Serving {
+    Ok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum ClusterState {
+    Connected,
+    Waiting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum CacheState {
+    Synced,
+    Syncing,
 }
 
 impl PodApi {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Arc<PodApi> {
-        let devenv = Arc::new(config.devenv.clone());
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Arc<PodApi> {
+        let devenv = settings.devenv.clone();
+        let developers = settings.developer_requests;
         Arc::new(PodApi {
-            authenticator: Authenticator::new(devenv.clone(), &config.api, metrics.clone()),
-            developer_limit: RateLimiter::new(
-                config.api.developer_requests_per_second,
-                config.api.developer_burst,
+            authenticator: Authenticator::new(
+                devenv.clone(),
+                settings.failed_auths,
+                metrics.clone(),
             ),
+            developer_limit: RateLimiter::new(developers.per_second, developers.burst),
             devenv,
             metrics,
             backend: OnceLock::new(),
@@ -112,16 +194,16 @@ impl PodApi {
     fn health(&self) -> HealthInfo {
         let backend = self.backend.get();
         HealthInfo {
-            status: "ok",
+            status: Serving::Ok,
             cluster: if backend.is_some() {
-                "connected"
+                ClusterState::Connected
             } else {
-                "waiting"
+                ClusterState::Waiting
             },
             pod_cache: if backend.is_some_and(|b| b.pods.is_synced()) {
-                "synced"
+                CacheState::Synced
             } else {
-                "syncing"
+                CacheState::Syncing
             },
         }
     }
@@ -155,30 +237,31 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> warp:
 /// cluster and then runs the pod cache and the CA publisher. Returns the bound
 /// address.
 pub async fn spawn(
-    config: &Config,
-    cluster: Cluster,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
+    settings: Settings,
+    shared: Shared,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<SocketAddr> {
-    let resolver = Arc::new(
-        ReloadingResolver::new(&config.api.cert_dir).with_context(|| {
-            format!(
-                "pod API serving certificate in {}",
-                config.api.cert_dir.display()
-            )
-        })?,
-    );
-    let listener = crate::serve::bind(config.api.bind, "pod API")?;
+    let Shared {
+        cluster,
+        metrics,
+        health,
+        shutdown,
+    } = shared;
+    let resolver = Arc::new(ReloadingResolver::new(&settings.cert_dir).with_context(|| {
+        format!(
+            "pod API serving certificate in {}",
+            settings.cert_dir.display()
+        )
+    })?);
+    let listener = crate::serve::bind(settings.bind, "pod API")?;
     let addr = listener.local_addr()?;
-    let settings = server::Listener {
+    let listener_settings = server::Listener {
         name: "api",
         transport: crate::serve::tls_transport(resolver, &metrics, "api"),
-        limits: config.api.limits.clone(),
+        limits: settings.limits.clone(),
         metrics: metrics.listeners.clone(),
     };
-    let api = PodApi::new(config, metrics);
+    let api = PodApi::new(&settings, metrics);
     health.set(
         HEALTH_PART,
         State::WaitingForCluster,
@@ -190,7 +273,7 @@ pub async fn spawn(
         tasks.spawn(async move {
             server::serve(
                 listener,
-                settings,
+                listener_settings,
                 warp::service(routes::routes(api)),
                 shutdown,
             )
@@ -198,8 +281,6 @@ pub async fn spawn(
             Ok(())
         });
     }
-    let namespaces = config.devenv.namespaces.clone();
-    let cert_dir = config.api.cert_dir.clone();
     tasks.spawn(async move {
         let client = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -208,7 +289,7 @@ pub async fn spawn(
         let Some(client) = client else {
             return Ok(());
         };
-        run_backend(api, client, namespaces, cert_dir, health, shutdown).await;
+        run_backend(api, client, &settings, health, shutdown).await;
         Ok(())
     });
     Ok(addr)
@@ -219,14 +300,19 @@ pub async fn spawn(
 async fn run_backend(
     api: Arc<PodApi>,
     client: Client,
-    namespaces: Vec<String>,
-    cert_dir: PathBuf,
+    settings: &Settings,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
-    let (pods, fill_cache) = PodCache::start(&client, &namespaces);
+    let namespaces = &settings.devenv.namespaces;
+    let (pods, fill_cache) = PodCache::start(&client, namespaces);
     api.attach(client.clone(), pods.clone());
-    let publish_ca = ca_publisher::run(client, namespaces, cert_dir, shutdown.clone());
+    let publish_ca = ca_publisher::run(
+        client,
+        namespaces.clone(),
+        settings.cert_dir.clone(),
+        shutdown.clone(),
+    );
     let report = async {
         // Waiting (not Starting) while the cache syncs or reconnects: the
         // webhook shares this pod and must not lose its readiness to a

@@ -18,6 +18,13 @@ struct Bucket {
     updated: Instant,
 }
 
+/// A sustained rate and the burst allowed above it, as configured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
 /// `burst` requests at once, refilled at `per_second`.
 #[derive(Debug)]
 pub struct RateLimiter<K> {

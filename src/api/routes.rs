@@ -18,7 +18,7 @@ use warp::{Filter, Reply};
 
 use super::error::ApiError;
 use super::pods::{Deleted, delete_developers_pod, is_developers_pod};
-use super::view::{DeleteResult, PodList, PodSummary};
+use super::view::{DeleteResult, DeleteStatus, PodList, PodSummary};
 use super::{PodApi, json_response, openapi, version};
 use crate::names::is_dns1123_label;
 use crate::server::PeerAddr;
@@ -281,7 +281,7 @@ async fn answer(
         Route::Version => return Ok(json_response(StatusCode::OK, &version::VersionInfo::get())),
         Route::OpenApi => {
             return Ok(warp::reply::with_header(
-                openapi::DOCUMENT,
+                openapi::document(),
                 "content-type",
                 "application/json",
             )
@@ -345,15 +345,15 @@ async fn answer(
             let deleted =
                 delete_developers_pod(&backend.client, devenv, &developer.name, &pod).await?;
             let (status, word) = match deleted {
-                Deleted::Gone => (StatusCode::OK, "Deleted"),
-                Deleted::Terminating => (StatusCode::ACCEPTED, "Terminating"),
+                Deleted::Gone => (StatusCode::OK, DeleteStatus::Deleted),
+                Deleted::Terminating => (StatusCode::ACCEPTED, DeleteStatus::Terminating),
             };
-            tracing::info!(developer = %developer.name, %namespace, pod = %name, result = word, "pod deleted");
+            tracing::info!(developer = %developer.name, %namespace, pod = %name, result = ?word, "pod deleted");
             let result = DeleteResult {
                 namespace,
                 name,
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
-                status: word.to_string(),
+                status: word,
             };
             Ok(json_response(status, &result))
         }

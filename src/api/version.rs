@@ -1,13 +1,18 @@
 //! `GET /api/v1/version`: what is running. The commit and date are stamped by
 //! `build.rs`.
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "Version")]
 pub struct VersionInfo {
+    #[schemars(example = &"0.1.0")]
     pub version: &'static str,
+    #[schemars(example = &"f6d52c0a1b2c")]
     pub git_commit: &'static str,
+    #[schemars(extend("format" = "date-time"))]
     pub build_date: &'static str,
 }
 

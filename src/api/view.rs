@@ -1,7 +1,9 @@
 //! What the pod API shows of a pod: a summary with the fields a developer
 //! looks at (as `kubectl get pods -o wide` does), not the whole object; the
-//! `devenv` CLI reads the same types.
+//! `devenv` CLI reads the same types, and the OpenAPI document's schemas are
+//! generated from them ([`super::openapi`]).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::k8s::{Pod, ResourceExt};
@@ -9,13 +11,18 @@ use crate::k8s::{Pod, ResourceExt};
 /// Label that names a pod's developer.
 pub const DEVELOPER_LABEL: &str = "developer";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The phases Kubernetes gives a pod (`status.phase`).
+const POD_PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "Pod")]
 pub struct PodSummary {
     pub namespace: String,
     pub name: String,
     pub uid: String,
     pub resource_version: String,
+    /// The pod's `developer` label.
     pub developer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
@@ -23,8 +30,10 @@ pub struct PodSummary {
     /// `CrashLoopBackOff`, or `Terminating`: what kubectl's STATUS column says.
     pub status: String,
     /// The pod's `status.phase`.
+    #[schemars(extend("enum" = POD_PHASES))]
     pub phase: String,
     /// Ready containers over containers, e.g. `1/2`.
+    #[schemars(example = &"1/1")]
     pub ready: String,
     pub restarts: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,12 +42,14 @@ pub struct PodSummary {
     pub pod_ip: Option<String>,
     /// `metadata.creationTimestamp`, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub created: Option<String>,
     pub containers: Vec<ContainerSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "Container")]
 pub struct ContainerSummary {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,25 +57,35 @@ pub struct ContainerSummary {
     pub ready: bool,
     pub restart_count: i32,
     /// `running`, `waiting: <reason>`, `terminated: <reason>` or `unknown`.
+    #[schemars(example = &"waiting: CrashLoopBackOff")]
     pub state: String,
 }
 
 /// `GET /api/v1/pods`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PodList {
     pub items: Vec<PodSummary>,
 }
 
 /// `DELETE /api/v1/pods/{namespace}/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteResult {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    /// `Deleted` (gone, HTTP 200) or `Terminating` (graceful deletion under
-    /// way, HTTP 202).
-    pub status: String,
+    pub status: DeleteStatus,
+}
+
+/// `Deleted` (gone, HTTP 200) or `Terminating` (graceful deletion under way,
+/// HTTP 202).
+// No doc comments on the variants: they would make the schema a `oneOf`
+// instead of an OpenAPI 3.0 `enum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(inline)]
+pub enum DeleteStatus {
+    Deleted,
+    Terminating,
 }
 
 impl PodSummary {

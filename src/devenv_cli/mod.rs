@@ -13,6 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::api::view::DeleteStatus;
+
 pub use client::{ClientError, ManagerClient};
 pub use output::{age, pod_table};
 
@@ -175,12 +177,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let client = connect(&remote)?;
             let deleted = client.delete(&namespace, &name).await?;
-            match deleted.status.as_str() {
-                "Terminating" => println!(
+            match deleted.status {
+                DeleteStatus::Terminating => println!(
                     "pod {}/{} is terminating (graceful deletion started)",
                     deleted.namespace, deleted.name
                 ),
-                _ => println!("pod {}/{} deleted", deleted.namespace, deleted.name),
+                DeleteStatus::Deleted => {
+                    println!("pod {}/{} deleted", deleted.namespace, deleted.name)
+                }
             }
         }
     }

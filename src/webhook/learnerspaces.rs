@@ -1,36 +1,31 @@
 //! LearnerSpace validation: every rule of docs/webhook.md, each error as
-//! `spec.field.path: reason`, all of them collected. Works on the raw JSON
-//! so that a wrong type is reported against its field instead of failing the
-//! whole decode.
+//! `spec.field.path: reason`, all of them collected.
+//!
+//! The spec is checked as the typed [`LearnerSpaceSpec`] against the rules
+//! of [`crate::crd`], the same constants the CRD schema is generated from; what
+//! is added here is what a schema cannot say (the configured maximums,
+//! duplicates, a learner id that names a namespace, the old id on UPDATE). The
+//! API server has checked the types before calling the webhook, but `devenv
+//! admit` has not: a wrong type is reported against its field
+//! ([`decode`]) and that field's rules are skipped.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
+use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::FieldError;
 use crate::config::{OperatorConfig, QuotaConfig};
-use crate::names::{self, LEARNER_NAMESPACE_PREFIX};
+use crate::crd::{
+    self, LEARNER_ID, LearnerSpaceSpec, MAX_LIST_ITEMS, NetworkPolicySpec, QuantityValue,
+    ResourceQuotaSpec, SUBJECT, VAULT_ROLE,
+};
+use crate::names::{self, DNS1123_LABEL_MAX_LEN, LEARNER_NAMESPACE_PREFIX};
 use crate::quantity::Quantity;
 
-const MAX_LIST: usize = 32;
-const SPEC_FIELDS: &[&str] = &[
-    "learnerId",
-    "subjects",
-    "resourceQuota",
-    "networkPolicy",
-    "vaultRole",
-];
-const QUOTA_FIELDS: &[&str] = &[
-    "cpu",
-    "memory",
-    "storage",
-    "ephemeralStorage",
-    "pods",
-    "services",
-    "secrets",
-    "configmaps",
-];
-const POLICY_FIELDS: &[&str] = &["egressDeny", "allowedNamespaces"];
+#[path = "learnerspaces_decode.rs"]
+mod decode;
 
 /// The verdict on one LearnerSpace.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -53,7 +48,7 @@ impl Validation {
 /// Validates a LearnerSpace object (`old` on UPDATE), given as JSON.
 pub fn validate(config: &OperatorConfig, object: &Value, old: Option<&Value>) -> Validation {
     let mut v = Validation::default();
-    let spec = match object.get("spec") {
+    let raw = match object.get("spec") {
         Some(Value::Object(spec)) => spec,
         Some(_) => {
             v.error("spec", "must be an object");
@@ -64,243 +59,295 @@ pub fn validate(config: &OperatorConfig, object: &Value, old: Option<&Value>) ->
             return v;
         }
     };
-    for key in spec.keys().filter(|k| !SPEC_FIELDS.contains(&k.as_str())) {
-        v.warnings
-            .push(format!("spec.{key}: unknown field, ignored"));
-    }
     if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str)
-        && name.len() > 63
+        && name.len() > DNS1123_LABEL_MAX_LEN
     {
         v.error(
             "metadata.name",
-            "must be at most 63 characters: it labels every object of the learner",
-        );
-    }
-    validate_learner_id(spec, old, &mut v);
-    validate_subjects(spec.get("subjects"), &mut v);
-    if let Some(quota) = present(spec.get("resourceQuota")) {
-        validate_quota(quota, &config.max_resource_quota, &mut v);
-    }
-    if let Some(policy) = present(spec.get("networkPolicy")) {
-        validate_network_policy(policy, &mut v);
-    }
-    if let Some(role) = present(spec.get("vaultRole")) {
-        match role.as_str() {
-            Some(r) if is_vault_role(r) => {}
-            Some(r) => v.error(
-                "spec.vaultRole",
-                format!("{r:?} must match [a-z0-9][a-z0-9_-]{{0,62}}"),
+            format!(
+                "must be at most {DNS1123_LABEL_MAX_LEN} characters: it labels every object of the learner"
             ),
-            None => v.error("spec.vaultRole", "must be a string"),
+        );
+    }
+    let decoded = decode::decode::<LearnerSpaceSpec>("spec", Value::Object(raw.clone()));
+    let mut c = Checker {
+        v,
+        type_errors: decoded.type_errors,
+    };
+    c.unknown_fields("spec", Some(raw), &SPEC_FIELDS);
+    if let Some(spec) = &decoded.value {
+        let old_id = old
+            .and_then(|o| o.pointer("/spec/learnerId"))
+            .and_then(Value::as_str);
+        c.learner_id(&spec.learner_id, old_id);
+        c.subjects(&spec.subjects);
+        c.quota(
+            spec.resource_quota.as_ref(),
+            raw.get("resourceQuota"),
+            &config.max_resource_quota,
+        );
+        c.network_policy(spec.network_policy.as_ref(), raw.get("networkPolicy"));
+        c.vault_role(spec.vault_role.as_deref());
+    }
+    c.finish()
+}
+
+/// The field names of each object, from the types (as the CRD lists them).
+static SPEC_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<LearnerSpaceSpec>);
+static QUOTA_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<ResourceQuotaSpec>);
+static POLICY_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<NetworkPolicySpec>);
+
+fn field_names<T: JsonSchema>() -> Vec<String> {
+    schemars::schema_for!(T)
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Runs the rules over the typed spec, field by field in the order of the
+/// type, reporting a field's type error in place of its rules.
+struct Checker {
+    v: Validation,
+    /// Type errors not yet reported.
+    type_errors: Vec<FieldError>,
+}
+
+impl Checker {
+    /// Whether `field` was decoded from a value of its type, so its rules
+    /// apply. If not, its type error is reported here, in the rules' order.
+    fn typed(&mut self, field: &str) -> bool {
+        match self.type_errors.iter().position(|e| e.field == field) {
+            Some(i) => {
+                let e = self.type_errors.remove(i);
+                self.v.errors.push(e);
+                false
+            }
+            None => true,
         }
     }
-    v
-}
 
-/// `null` is the same as absent: both take the operator's default.
-fn present(value: Option<&Value>) -> Option<&Value> {
-    value.filter(|v| !v.is_null())
-}
-
-fn validate_learner_id(spec: &Map<String, Value>, old: Option<&Value>, v: &mut Validation) {
-    const FIELD: &str = "spec.learnerId";
-    let id = match present(spec.get("learnerId")) {
-        None => return v.error(FIELD, "required"),
-        Some(Value::String(id)) => id,
-        Some(_) => return v.error(FIELD, "must be a string"),
-    };
-    if id.is_empty() || id.len() > 128 {
-        v.error(
-            FIELD,
-            format!("must be 1 to 128 characters, got {}", id.chars().count()),
-        );
-    } else if let Some(bad) = id.chars().find(|c| !is_learner_id_char(*c)) {
-        v.error(
-            FIELD,
-            format!("{id:?} has {bad:?}; only letters, digits, '.', '_', '@' and '-' are allowed"),
-        );
-    } else if !names::sanitizes_to_non_empty(id) {
-        v.error(
-            FIELD,
-            format!("{id:?} must contain at least one letter or digit to name a namespace"),
-        );
+    fn error(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.v.error(field, reason);
     }
-    let old_id = old
-        .and_then(|o| o.get("spec"))
-        .and_then(|s| s.get("learnerId"))
-        .and_then(Value::as_str);
-    if let Some(old_id) = old_id
-        && old_id != id
-    {
-        v.error(FIELD, format!("is immutable (was {old_id:?}, now {id:?})"));
+
+    fn finish(mut self) -> Validation {
+        self.v.errors.append(&mut self.type_errors);
+        self.v
     }
-}
 
-fn is_learner_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')
-}
-
-fn is_vault_role(role: &str) -> bool {
-    let bytes = role.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes[1..]
-            .iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
-}
-
-fn validate_subjects(subjects: Option<&Value>, v: &mut Validation) {
-    let Some(subjects) = present(subjects) else {
-        return;
-    };
-    let Some(list) = subjects.as_array() else {
-        return v.error("spec.subjects", "must be a list of strings");
-    };
-    if list.len() > MAX_LIST {
-        v.error(
-            "spec.subjects",
-            format!("at most {MAX_LIST} subjects, got {}", list.len()),
-        );
+    /// Warns of every field of `object` its type does not have (serde
+    /// ignores them; `kubectl` should say so).
+    fn unknown_fields(
+        &mut self,
+        path: &str,
+        object: Option<&Map<String, Value>>,
+        known: &[String],
+    ) {
+        for key in object.into_iter().flat_map(Map::keys) {
+            if !known.contains(key) {
+                self.v
+                    .warnings
+                    .push(format!("{path}.{key}: unknown field, ignored"));
+            }
+        }
     }
-    let mut seen = HashSet::new();
-    for (i, subject) in list.iter().enumerate() {
-        let field = format!("spec.subjects[{i}]");
-        let Some(s) = subject.as_str() else {
-            v.error(field, "must be a string");
-            continue;
-        };
-        if s.is_empty() {
-            v.error(field, "must not be empty");
-        } else if s.len() > 63 {
-            v.error(
-                field,
-                format!("must be at most 63 characters, got {}", s.len()),
+
+    fn learner_id(&mut self, id: &str, old_id: Option<&str>) {
+        const FIELD: &str = "spec.learnerId";
+        if !self.typed(FIELD) {
+            return;
+        }
+        let rule = &LEARNER_ID;
+        if !(rule.min..=rule.max).contains(&id.len()) {
+            self.error(
+                FIELD,
+                format!(
+                    "must be {} to {} characters, got {}",
+                    rule.min,
+                    rule.max,
+                    id.chars().count()
+                ),
             );
-        } else if !s
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        } else if let Some(bad) = rule.stray_char(id) {
+            self.error(
+                FIELD,
+                format!("{id:?} has {bad:?}; only {} are allowed", rule.in_words),
+            );
+        } else if !names::sanitizes_to_non_empty(id) {
+            self.error(
+                FIELD,
+                format!("{id:?} must contain at least one letter or digit to name a namespace"),
+            );
+        }
+        if let Some(old_id) = old_id
+            && old_id != id
         {
-            v.error(
-                field,
-                format!("{s:?} may only hold lower-case letters, digits and '-'"),
-            );
-        } else if !seen.insert(s) {
-            v.error(field, format!("duplicate subject {s:?}"));
+            self.error(FIELD, format!("is immutable (was {old_id:?}, now {id:?})"));
         }
     }
-}
 
-fn validate_quota(quota: &Value, max: &QuotaConfig, v: &mut Validation) {
-    let Some(quota) = quota.as_object() else {
-        return v.error("spec.resourceQuota", "must be an object");
-    };
-    for key in quota.keys().filter(|k| !QUOTA_FIELDS.contains(&k.as_str())) {
-        v.warnings
-            .push(format!("spec.resourceQuota.{key}: unknown field, ignored"));
-    }
-    for (field, limit) in [
-        ("cpu", &max.cpu),
-        ("memory", &max.memory),
-        ("storage", &max.storage),
-        ("ephemeralStorage", &max.ephemeral_storage),
-    ] {
-        let Some(value) = present(quota.get(field)) else {
-            continue;
-        };
-        let path = format!("spec.resourceQuota.{field}");
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => {
-                v.error(
-                    path,
-                    "must be a quantity such as \"2\", \"500m\" or \"4Gi\"",
-                );
+    fn subjects(&mut self, subjects: &[String]) {
+        const FIELD: &str = "spec.subjects";
+        if !self.typed(FIELD) {
+            return;
+        }
+        if subjects.len() > MAX_LIST_ITEMS {
+            self.error(
+                FIELD,
+                format!("at most {MAX_LIST_ITEMS} subjects, got {}", subjects.len()),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in subjects.iter().enumerate() {
+            let field = format!("{FIELD}[{i}]");
+            if !self.typed(&field) {
                 continue;
             }
-        };
-        match Quantity::parse(&text) {
-            Err(e) => v.error(path, e.to_string()),
-            Ok(q) if !q.is_positive() => {
-                v.error(path, format!("{text:?} must be greater than zero"))
-            }
-            Ok(q) => {
-                if let Ok(limit_q) = Quantity::parse(limit)
-                    && q > limit_q
-                {
-                    v.error(path, format!("{text:?} exceeds the maximum of {limit}"));
-                }
+            if s.len() < SUBJECT.min {
+                self.error(field, "must not be empty");
+            } else if s.len() > SUBJECT.max {
+                self.error(
+                    field,
+                    format!(
+                        "must be at most {} characters, got {}",
+                        SUBJECT.max,
+                        s.len()
+                    ),
+                );
+            } else if SUBJECT.stray_char(s).is_some() {
+                self.error(field, format!("{s:?} may only hold {}", SUBJECT.in_words));
+            } else if !seen.insert(s) {
+                self.error(field, format!("duplicate subject {s:?}"));
             }
         }
     }
-    for (field, min, limit) in [
-        ("pods", 1, max.pods),
-        ("services", 0, max.services),
-        ("secrets", 0, max.secrets),
-        ("configmaps", 0, max.configmaps),
-    ] {
-        let Some(value) = present(quota.get(field)) else {
-            continue;
+
+    fn quota(&mut self, quota: Option<&ResourceQuotaSpec>, raw: Option<&Value>, max: &QuotaConfig) {
+        if !self.typed("spec.resourceQuota") {
+            return;
+        }
+        let Some(quota) = quota else {
+            return;
         };
-        let path = format!("spec.resourceQuota.{field}");
-        match value.as_i64() {
-            Some(n) if (min..=limit).contains(&n) => {}
-            Some(n) => v.error(path, format!("{n} is outside {min} to {limit}")),
-            None => v.error(path, format!("must be an integer from {min} to {limit}")),
+        self.unknown_fields(
+            "spec.resourceQuota",
+            raw.and_then(Value::as_object),
+            &QUOTA_FIELDS,
+        );
+        for (name, value, limit) in [
+            ("cpu", &quota.cpu, &max.cpu),
+            ("memory", &quota.memory, &max.memory),
+            ("storage", &quota.storage, &max.storage),
+            (
+                "ephemeralStorage",
+                &quota.ephemeral_storage,
+                &max.ephemeral_storage,
+            ),
+        ] {
+            let field = format!("spec.resourceQuota.{name}");
+            if self.typed(&field)
+                && let Some(value) = value
+                && let Err(reason) = check_quantity(value, limit)
+            {
+                self.error(field, reason);
+            }
+        }
+        for (name, value, min, limit) in [
+            ("pods", quota.pods, crd::MIN_PODS, max.pods),
+            ("services", quota.services, crd::MIN_COUNT, max.services),
+            ("secrets", quota.secrets, crd::MIN_COUNT, max.secrets),
+            (
+                "configmaps",
+                quota.configmaps,
+                crd::MIN_COUNT,
+                max.configmaps,
+            ),
+        ] {
+            let field = format!("spec.resourceQuota.{name}");
+            if self.typed(&field)
+                && let Some(n) = value
+                && !(min..=limit).contains(&n)
+            {
+                self.error(field, format!("{n} is outside {min} to {limit}"));
+            }
+        }
+    }
+
+    fn network_policy(&mut self, policy: Option<&NetworkPolicySpec>, raw: Option<&Value>) {
+        const FIELD: &str = "spec.networkPolicy.allowedNamespaces";
+        if !self.typed("spec.networkPolicy") {
+            return;
+        }
+        let Some(policy) = policy else {
+            return;
+        };
+        self.unknown_fields(
+            "spec.networkPolicy",
+            raw.and_then(Value::as_object),
+            &POLICY_FIELDS,
+        );
+        // A boolean has no rule beyond its type.
+        self.typed("spec.networkPolicy.egressDeny");
+        if !self.typed(FIELD) {
+            return;
+        }
+        let Some(list) = &policy.allowed_namespaces else {
+            return;
+        };
+        if list.len() > MAX_LIST_ITEMS {
+            self.error(
+                FIELD,
+                format!("at most {MAX_LIST_ITEMS} namespaces, got {}", list.len()),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, ns) in list.iter().enumerate() {
+            let field = format!("{FIELD}[{i}]");
+            if !self.typed(&field) {
+                continue;
+            }
+            if let Err(e) = names::check_dns1123_label(ns) {
+                self.error(field, e);
+            } else if ns.starts_with(LEARNER_NAMESPACE_PREFIX) {
+                self.error(
+                    field,
+                    format!("{ns:?} is a learner namespace; learners never reach each other"),
+                );
+            } else if !seen.insert(ns) {
+                self.error(field, format!("duplicate namespace {ns:?}"));
+            }
+        }
+    }
+
+    fn vault_role(&mut self, role: Option<&str>) {
+        const FIELD: &str = "spec.vaultRole";
+        if self.typed(FIELD)
+            && let Some(role) = role
+            && !VAULT_ROLE.is_match(role)
+        {
+            self.error(
+                FIELD,
+                format!("{role:?} must match {}", VAULT_ROLE.unanchored()),
+            );
         }
     }
 }
 
-fn validate_network_policy(policy: &Value, v: &mut Validation) {
-    let Some(policy) = policy.as_object() else {
-        return v.error("spec.networkPolicy", "must be an object");
-    };
-    for key in policy
-        .keys()
-        .filter(|k| !POLICY_FIELDS.contains(&k.as_str()))
+/// A quota amount: a quantity, greater than zero, at most the configured
+/// maximum.
+fn check_quantity(value: &QuantityValue, limit: &str) -> Result<(), String> {
+    let text = value.as_str();
+    let q = Quantity::parse(text).map_err(|e| e.to_string())?;
+    if !q.is_positive() {
+        return Err(format!("{text:?} must be greater than zero"));
+    }
+    if let Ok(limit_q) = Quantity::parse(limit)
+        && q > limit_q
     {
-        v.warnings
-            .push(format!("spec.networkPolicy.{key}: unknown field, ignored"));
+        return Err(format!("{text:?} exceeds the maximum of {limit}"));
     }
-    if let Some(deny) = present(policy.get("egressDeny"))
-        && !deny.is_boolean()
-    {
-        v.error("spec.networkPolicy.egressDeny", "must be true or false");
-    }
-    let Some(allowed) = present(policy.get("allowedNamespaces")) else {
-        return;
-    };
-    let Some(list) = allowed.as_array() else {
-        return v.error(
-            "spec.networkPolicy.allowedNamespaces",
-            "must be a list of namespace names",
-        );
-    };
-    if list.len() > MAX_LIST {
-        v.error(
-            "spec.networkPolicy.allowedNamespaces",
-            format!("at most {MAX_LIST} namespaces, got {}", list.len()),
-        );
-    }
-    let mut seen = HashSet::new();
-    for (i, ns) in list.iter().enumerate() {
-        let field = format!("spec.networkPolicy.allowedNamespaces[{i}]");
-        let Some(ns) = ns.as_str() else {
-            v.error(field, "must be a string");
-            continue;
-        };
-        if let Err(e) = names::check_dns1123_label(ns) {
-            v.error(field, e);
-        } else if ns.starts_with(LEARNER_NAMESPACE_PREFIX) {
-            v.error(
-                field,
-                format!("{ns:?} is a learner namespace; learners never reach each other"),
-            );
-        } else if !seen.insert(ns) {
-            v.error(field, format!("duplicate namespace {ns:?}"));
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]

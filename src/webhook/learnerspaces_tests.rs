@@ -283,3 +283,32 @@ fn names_longer_than_a_label_are_refused() {
     let ok = json!({"metadata": {"name": "x".repeat(63)}, "spec": {"learnerId": "a"}});
     assert!(validate(&config, &ok, None).is_valid());
 }
+
+/// `devenv admit` reads files the API server never type-checked: each wrong
+/// type is reported at its field, with what was expected, next to the rules'
+/// errors of the other fields.
+#[test]
+fn type_errors_name_their_field_and_the_expected_type() {
+    let v = check(json!({
+        "learnerId": 7,
+        "subjects": null,
+        "resourceQuota": {"cpu": true, "memory": "65Gi"},
+        "networkPolicy": "open",
+        "vaultRole": "Admin"
+    }));
+    let got: Vec<String> = v.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "spec.learnerId: invalid type: integer `7`, expected a string",
+            "spec.resourceQuota.cpu: invalid type: boolean `true`, expected a quantity such as \"2\", \"500m\" or \"4Gi\"",
+            "spec.resourceQuota.memory: \"65Gi\" exceeds the maximum of 64Gi",
+            "spec.networkPolicy: invalid type: string \"open\", expected struct NetworkPolicySpec",
+            "spec.vaultRole: \"Admin\" must match [a-z0-9][a-z0-9_-]{0,62}",
+        ]
+    );
+    assert_eq!(
+        check(json!({"learnerId": null})).errors[0].to_string(),
+        "spec.learnerId: required"
+    );
+}
