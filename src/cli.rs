@@ -79,9 +79,9 @@ struct WebhookConfigArgs {
     /// through the Service: for out-of-cluster runs and tests.
     #[arg(long)]
     url: Option<String>,
-    #[arg(long, default_value = crate::serve::SERVICE_NAME)]
+    #[arg(long, default_value = crate::certs::startup::SERVICE_NAME)]
     service_name: String,
-    #[arg(long, default_value = crate::serve::SERVICE_NAMESPACE)]
+    #[arg(long, default_value = crate::certs::startup::DEFAULT_NAMESPACE)]
     service_namespace: String,
     #[arg(long, default_value_t = 443)]
     service_port: i32,
@@ -129,8 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(CertsCommand::Generate { out, dns }) => {
             let names = if dns.is_empty() {
                 crate::tls::default_dns_names(
-                    crate::serve::SERVICE_NAME,
-                    crate::serve::SERVICE_NAMESPACE,
+                    crate::certs::startup::SERVICE_NAME,
+                    crate::certs::startup::DEFAULT_NAMESPACE,
                 )
             } else {
                 dns

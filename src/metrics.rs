@@ -75,6 +75,8 @@ pub struct Metrics {
     pub admission_refused: Family<RefusalLabels, Counter>,
     /// Connections of every listener.
     pub listeners: crate::server::ListenerMetrics,
+    /// Self-managed certificates.
+    pub certs: crate::certs::metrics::CertsMetrics,
     pub tls_expiry: Family<ListenerLabel, Gauge>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub api_duration: Family<RouteLabel, Histogram>,
@@ -114,6 +116,7 @@ impl Metrics {
             admission_refused.clone(),
         );
         let listeners = crate::server::ListenerMetrics::register(&mut registry);
+        let certs = crate::certs::metrics::CertsMetrics::register(&mut registry);
         let tls_expiry = Family::<ListenerLabel, Gauge>::default();
         registry.register(
             "tls_certificate_expiry_timestamp_seconds",
@@ -194,6 +197,7 @@ impl Metrics {
             admission_duration,
             admission_refused,
             listeners,
+            certs,
             tls_expiry,
             api_requests,
             api_duration,

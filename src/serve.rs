@@ -3,7 +3,6 @@
 //! if any part dies, the rest are stopped and `serve` returns the error.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::certs;
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::metrics::{ListenerLabel, Metrics};
@@ -19,10 +19,6 @@ use crate::probes::{self, Health, State};
 use crate::server;
 use crate::tls::{self, ReloadingResolver};
 use crate::webhook::{self, Webhook, routes::BodyLimits};
-
-/// Name and namespace of the manager's Service, for the default certificate SANs.
-pub const SERVICE_NAME: &str = "devenv-manager";
-pub const SERVICE_NAMESPACE: &str = "devenv-system";
 
 /// A started server: the addresses it actually listens on (useful with port 0).
 pub struct Running {
@@ -59,113 +55,106 @@ impl Running {
     }
 }
 
-/// Makes sure the certificate directory has a certificate, generating a
-/// self-signed CA and serving certificate when it has none.
-fn ensure_certificates(dir: &Path) -> anyhow::Result<()> {
-    let names = tls::default_dns_names(SERVICE_NAME, SERVICE_NAMESPACE);
-    if tls::ensure(dir, &names).with_context(|| format!("certificates in {}", dir.display()))? {
-        info!(
-            ca = %dir.join(tls::CA_FILE).display(),
-            "no serving certificate found; generated a self-signed CA and certificate"
-        );
-    }
-    Ok(())
-}
-
 pub(crate) fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     server::bind(addr).with_context(|| format!("cannot listen for the {what} on {addr}"))
 }
 
-/// Binds every listener and starts every part; returns once they are serving.
-/// The cluster parts connect in the background (`kube::Config::infer`).
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    start_with_cluster(config, shutdown, cluster::Source::Infer).await
+/// How the process meets the world; tests change these, `serve` does not.
+pub struct Options {
+    /// Where the Kubernetes configuration comes from (`kube::Config::infer`).
+    pub cluster: cluster::Source,
+    /// This replica's name in the leader elections (tests run several in
+    /// one process).
+    pub identity: String,
+    /// Whether this process runs in a pod (`KUBERNETES_SERVICE_HOST` is
+    /// set), which `certs.mode: auto` follows.
+    pub in_pod: bool,
 }
 
-/// [`start`], with the Kubernetes configuration given (tests pass a test bed's).
-pub async fn start_with_cluster(
-    config: Config,
-    shutdown: CancellationToken,
-    cluster: cluster::Source,
-) -> anyhow::Result<Running> {
-    let identity = crate::operator::leader::identity();
-    start_with_identity(config, shutdown, cluster, identity).await
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster: cluster::Source::Infer,
+            identity: crate::operator::leader::identity(),
+            in_pod: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+        }
+    }
 }
 
-/// [`start_with_cluster`], naming this replica in the operator's leader
-/// election (tests run several in one process).
-pub async fn start_with_identity(
+/// Binds every listener and starts every part; returns once they are
+/// serving. The cluster parts connect in the background.
+pub async fn start(
     config: Config,
     shutdown: CancellationToken,
-    cluster: cluster::Source,
-    operator_identity: String,
+    options: Options,
 ) -> anyhow::Result<Running> {
     tls::install_crypto_provider();
     let metrics = Metrics::new();
     let health = Health::new();
-    health.set("webhook", State::Starting, "");
-
-    ensure_certificates(&config.webhook.cert_dir)?;
-    let resolver = Arc::new(
-        ReloadingResolver::new(&config.webhook.cert_dir).with_context(|| {
-            format!(
-                "serving certificate in {}",
-                config.webhook.cert_dir.display()
-            )
-        })?,
-    );
+    let (certificates, keeping) = certs::startup::prepare(&config, options.in_pod)?;
     let webhook_listener = bind(config.webhook.bind, "webhook")?;
     let metrics_listener = bind(config.metrics.bind, "metrics")?;
     let webhook_addr = webhook_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
     let mut tasks = JoinSet::new();
-    {
-        let routes = webhook::routes::routes(
-            Arc::new(Webhook::new(&config)),
-            BodyLimits::new(&config.webhook),
-            metrics.clone(),
-        );
-        let settings = server::Listener {
-            name: "webhook",
-            transport: tls_transport(resolver, &metrics, "webhook"),
-            limits: config.webhook.limits.clone(),
-            metrics: metrics.listeners.clone(),
-        };
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            server::serve(webhook_listener, settings, warp::service(routes), shutdown).await;
-            Ok(())
-        });
-    }
-    {
-        let settings = server::Listener {
-            name: "metrics",
-            transport: server::Transport::Plain,
-            limits: config.metrics.limits.clone(),
-            metrics: metrics.listeners.clone(),
-        };
-        let routes = probes::routes(health.clone(), metrics.clone());
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            server::serve(metrics_listener, settings, warp::service(routes), shutdown).await;
-            Ok(())
-        });
-    }
+    let webhook = server::Listener {
+        name: "webhook",
+        transport: tls_transport(certificates.webhook.clone(), &metrics, "webhook"),
+        limits: config.webhook.limits.clone(),
+        metrics: metrics.listeners.clone(),
+    };
+    let routes = webhook::routes::routes(
+        Arc::new(Webhook::new(&config)),
+        BodyLimits::new(&config.webhook),
+        metrics.clone(),
+    );
+    spawn_server(
+        &mut tasks,
+        webhook_listener,
+        webhook,
+        warp::service(routes),
+        &shutdown,
+    );
+    let probes = server::Listener {
+        name: "metrics",
+        transport: server::Transport::Plain,
+        limits: config.metrics.limits.clone(),
+        metrics: metrics.listeners.clone(),
+    };
+    let routes = probes::routes(health.clone(), metrics.clone());
+    spawn_server(
+        &mut tasks,
+        metrics_listener,
+        probes,
+        warp::service(routes),
+        &shutdown,
+    );
     health.set(
         "webhook",
         State::Ready,
         format!("listening on {webhook_addr}"),
     );
 
-    // The pod API: listening now, serving pods once the cluster is reached.
-    let cluster = Cluster::connect(cluster, shutdown.clone());
-    ensure_certificates(&config.api.cert_dir)?;
+    let cluster = Cluster::connect(options.cluster, shutdown.clone());
+    {
+        let keeping = keeping.run(
+            cluster.clone(),
+            options.identity.clone(),
+            health.clone(),
+            metrics.certs.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            keeping.await;
+            Ok(())
+        });
+    }
     spawn_operator(
         &mut tasks,
         &config,
         cluster.clone(),
-        operator_identity,
+        options.identity,
         metrics.clone(),
         health.clone(),
         shutdown.clone(),
@@ -174,6 +163,8 @@ pub async fn start_with_identity(
         crate::api::Settings::of(&config),
         crate::api::Shared {
             cluster,
+            tls: certificates.api,
+            ca_bundle: certificates.bundle,
             metrics: metrics.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
@@ -192,6 +183,24 @@ pub async fn start_with_identity(
         tasks,
         shutdown,
     })
+}
+
+/// Serves `service` on `listener` until shutdown.
+fn spawn_server<S, B>(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    listener: TcpListener,
+    settings: server::Listener,
+    service: S,
+    shutdown: &CancellationToken,
+) where
+    S: server::HttpService<B>,
+    B: server::ResponseBody,
+{
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        server::serve(listener, settings, service, shutdown).await;
+        Ok(())
+    });
 }
 
 /// The operator starts once the cluster answers; until then `/readyz` says
@@ -241,6 +250,8 @@ fn record_expiry(metrics: &Metrics, listener: &'static str, resolver: &Reloading
                 .get_or_create(&ListenerLabel { listener })
                 .set(expiry);
         }
+        // Self-managed, before the Secret is read: nothing served yet.
+        None if resolver.is_empty() => {}
         None => warn!(listener, "cannot read the serving certificate's expiry"),
     }
 }
@@ -248,7 +259,7 @@ fn record_expiry(metrics: &Metrics, listener: &'static str, resolver: &Reloading
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal();
-    let running = start(config, shutdown.clone()).await?;
+    let running = start(config, shutdown.clone(), Options::default()).await?;
     let health = running.health.clone();
     let outcome = running.wait().await;
     health.shutting_down();

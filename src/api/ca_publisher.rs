@@ -5,12 +5,14 @@
 //! trusts the API with no flags.
 //!
 //! The ConfigMaps are watched (one watch per namespace, on that one name): one
-//! deleted or edited is put back at once. The CA file is checked every couple
-//! of seconds, so a rotation reaches every namespace without a restart. A write
-//! happens only when a ConfigMap differs from what it should be.
+//! deleted or edited is put back at once. The bundle comes from the
+//! certificate source ([`crate::certs`]: Secret `devenv-manager-tls` in
+//! self-managed mode, `ca.crt` of `api.certDir` in files mode), so a rotation
+//! reaches every namespace without a restart. A write happens only when a
+//! ConfigMap differs from what it should be; a failed one is retried every
+//! couple of seconds.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +20,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -27,7 +30,7 @@ pub const CONFIGMAP_NAME: &str = "devenv-manager-ca";
 pub const CONFIGMAP_KEY: &str = "ca.crt";
 /// Field manager of the server-side applies.
 const FIELD_MANAGER: &str = "devenv-manager";
-/// How often the CA file is looked at, and failed writes are retried.
+/// How often failed writes are retried.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The ConfigMap as it should be in `namespace`.
@@ -77,10 +80,9 @@ struct Namespace {
 pub async fn run(
     client: Client,
     namespaces: Vec<String>,
-    cert_dir: PathBuf,
+    mut bundle: watch::Receiver<Option<String>>,
     shutdown: CancellationToken,
 ) {
-    let ca_path = cert_dir.join(crate::tls::CA_FILE);
     let mut targets = Vec::new();
     let mut streams = Vec::new();
     for (index, name) in namespaces.iter().enumerate() {
@@ -100,11 +102,11 @@ pub async fn run(
     let mut events = futures::stream::select_all(streams);
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ca = CaFile::new(ca_path);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            changed = bundle.changed() => if changed.is_err() { return },
             event = events.next() => match event {
                 Some((index, Ok(watcher::Event::InitDone))) => targets[index].synced = true,
                 Some((_, Ok(_))) => {}
@@ -113,7 +115,9 @@ pub async fn run(
                 None => return,
             },
         }
-        let Some(pem) = ca.read() else { continue };
+        let Some(pem) = bundle.borrow_and_update().clone() else {
+            continue;
+        };
         for target in targets.iter_mut().filter(|t| t.synced) {
             reconcile(target, &pem).await;
         }
@@ -154,53 +158,6 @@ async fn reconcile(target: &mut Namespace, pem: &str) {
     }
 }
 
-/// The CA file, re-read when its modification time or size changes.
-struct CaFile {
-    path: PathBuf,
-    stamp: Option<(std::time::SystemTime, u64)>,
-    pem: Option<String>,
-    warned: bool,
-}
-
-impl CaFile {
-    fn new(path: PathBuf) -> Self {
-        CaFile {
-            path,
-            stamp: None,
-            pem: None,
-            warned: false,
-        }
-    }
-
-    fn read(&mut self) -> Option<String> {
-        let stamp = stamp(&self.path);
-        if stamp.is_some() && stamp == self.stamp {
-            return self.pem.clone();
-        }
-        match std::fs::read_to_string(&self.path) {
-            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
-                self.stamp = stamp;
-                self.pem = Some(pem);
-                self.warned = false;
-            }
-            result => {
-                if !self.warned {
-                    let why =
-                        result.map_or_else(|e| e.to_string(), |_| "no PEM certificate".into());
-                    warn!(path = %self.path.display(), error = %why, "no CA certificate to publish as ConfigMap {CONFIGMAP_NAME}; devenv pods must be given the CA another way");
-                    self.warned = true;
-                }
-            }
-        }
-        self.pem.clone()
-    }
-}
-
-fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,22 +181,5 @@ mod tests {
         assert!(!is_current(Some(&cm), "NEW PEM"));
         assert!(!is_current(None, "PEM"));
         assert!(!is_current(Some(&ConfigMap::default()), "PEM"));
-    }
-
-    #[test]
-    fn the_ca_file_is_reread_when_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.crt");
-        let mut ca = CaFile::new(path.clone());
-        assert_eq!(ca.read(), None);
-        let first = "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n";
-        std::fs::write(&path, first).unwrap();
-        assert_eq!(ca.read().as_deref(), Some(first));
-        let second = "-----BEGIN CERTIFICATE-----\nBB\n-----END CERTIFICATE-----\n";
-        std::fs::write(&path, second).unwrap();
-        assert_eq!(ca.read().as_deref(), Some(second));
-        // A half-written file keeps the last good CA.
-        std::fs::write(&path, "garbage").unwrap();
-        assert_eq!(ca.read().as_deref(), Some(second));
     }
 }

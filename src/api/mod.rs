@@ -25,13 +25,12 @@ pub mod version;
 pub mod view;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use schemars::JsonSchema;
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -58,9 +57,6 @@ pub const HEALTH_PART: &str = "pod-api";
 pub struct Settings {
     /// `api.bind`.
     pub bind: SocketAddr,
-    /// `api.certDir`: the serving certificate, and the CA published to the
-    /// devenv namespaces.
-    pub cert_dir: PathBuf,
     /// `api.limits`.
     pub limits: Limits,
     /// Who a developer is and which pods are theirs (`devenv`).
@@ -76,7 +72,6 @@ impl Settings {
         let api = &config.api;
         Settings {
             bind: api.bind,
-            cert_dir: api.cert_dir.clone(),
             limits: api.limits.clone(),
             devenv: Arc::new(config.devenv.clone()),
             developer_requests: Rate {
@@ -94,6 +89,10 @@ impl Settings {
 /// What the pod API shares with the rest of `serve`.
 pub struct Shared {
     pub cluster: Cluster,
+    /// The serving certificate ([`crate::certs`]).
+    pub tls: Arc<ReloadingResolver>,
+    /// The CA bundle to publish to the devenv namespaces.
+    pub ca_bundle: watch::Receiver<Option<String>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub shutdown: CancellationToken,
@@ -243,21 +242,17 @@ pub async fn spawn(
 ) -> anyhow::Result<SocketAddr> {
     let Shared {
         cluster,
+        tls,
+        ca_bundle,
         metrics,
         health,
         shutdown,
     } = shared;
-    let resolver = Arc::new(ReloadingResolver::new(&settings.cert_dir).with_context(|| {
-        format!(
-            "pod API serving certificate in {}",
-            settings.cert_dir.display()
-        )
-    })?);
     let listener = crate::serve::bind(settings.bind, "pod API")?;
     let addr = listener.local_addr()?;
     let listener_settings = server::Listener {
         name: "api",
-        transport: crate::serve::tls_transport(resolver, &metrics, "api"),
+        transport: crate::serve::tls_transport(tls, &metrics, "api"),
         limits: settings.limits.clone(),
         metrics: metrics.listeners.clone(),
     };
@@ -289,7 +284,7 @@ pub async fn spawn(
         let Some(client) = client else {
             return Ok(());
         };
-        run_backend(api, client, &settings, health, shutdown).await;
+        run_backend(api, client, &settings, ca_bundle, health, shutdown).await;
         Ok(())
     });
     Ok(addr)
@@ -301,18 +296,14 @@ async fn run_backend(
     api: Arc<PodApi>,
     client: Client,
     settings: &Settings,
+    ca_bundle: watch::Receiver<Option<String>>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let namespaces = &settings.devenv.namespaces;
     let (pods, fill_cache) = PodCache::start(&client, namespaces);
     api.attach(client.clone(), pods.clone());
-    let publish_ca = ca_publisher::run(
-        client,
-        namespaces.clone(),
-        settings.cert_dir.clone(),
-        shutdown.clone(),
-    );
+    let publish_ca = ca_publisher::run(client, namespaces.clone(), ca_bundle, shutdown.clone());
     let report = async {
         // Waiting (not Starting) while the cache syncs or reconnects: the
         // webhook shares this pod and must not lose its readiness to a

@@ -8,6 +8,7 @@
 //! [`rotate`] carries a step out on the material (pure but for fresh keys),
 //! [`issue`] makes certificates.
 
+pub mod files;
 pub mod inject;
 pub mod issue;
 pub mod keeper;
@@ -18,6 +19,7 @@ pub mod run;
 pub mod schedule;
 pub mod serving;
 pub mod settings;
+pub mod startup;
 
 use jiff::SignedDuration;
 

@@ -66,7 +66,7 @@ impl Default for CertsConfig {
     fn default() -> Self {
         CertsConfig {
             mode: CertsMode::Auto,
-            namespace: "devenv-system".into(),
+            namespace: super::startup::DEFAULT_NAMESPACE.into(),
             ca_lifetime: "43800h".into(),
             serving_lifetime: "2160h".into(),
             rotation_overlap: "10m".into(),

@@ -105,6 +105,11 @@ impl ReloadingResolver {
         Ok(true)
     }
 
+    /// Whether there is no certificate to serve yet.
+    pub fn is_empty(&self) -> bool {
+        self.current().is_none()
+    }
+
     /// `notAfter` of the certificate being served, in Unix seconds.
     pub fn expiry(&self) -> Option<i64> {
         self.current()?.cert.first().and_then(not_after)

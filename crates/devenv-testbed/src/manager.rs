@@ -72,14 +72,14 @@ impl Manager {
             .expect("writing certificates");
 
         let shutdown = CancellationToken::new();
-        let running = serve::start_with_identity(
-            config.clone(),
-            shutdown.clone(),
-            Source::Config(Box::new(node.bed.kube_config())),
-            node.unique("node-manager"),
-        )
-        .await
-        .expect("devenv-manager serve starts");
+        let options = serve::Options {
+            cluster: Source::Config(Box::new(node.bed.kube_config())),
+            identity: node.unique("node-manager"),
+            in_pod: false,
+        };
+        let running = serve::start(config.clone(), shutdown.clone(), options)
+            .await
+            .expect("devenv-manager serve starts");
         let client = node.bed.client().await;
         let webhook_names = node.unique("devenv-manager");
         let manager = Manager {

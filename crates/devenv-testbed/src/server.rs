@@ -45,7 +45,12 @@ impl Server {
         config.webhook.cert_dir = cert_dir.clone();
         config.api.cert_dir = cert_dir.clone();
         let shutdown = CancellationToken::new();
-        let running = serve::start_with_identity(config, shutdown.clone(), cluster, identity)
+        let options = serve::Options {
+            cluster,
+            identity,
+            in_pod: false,
+        };
+        let running = serve::start(config, shutdown.clone(), options)
             .await
             .expect("server starts");
         Server {
