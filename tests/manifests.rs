@@ -544,8 +544,8 @@ const CODE_CALLS: &[Call] = &[
         Scope::Operator,
         "coordination.k8s.io",
         "leases",
-        &["get", "create", "update"],
-        "leader.rs: get_opt, create, replace of Lease devenv-manager-operator",
+        &["get", "create", "patch"],
+        "leader.rs: kube-lease-manager reads the Lease (and creates it when absent), takes, renews and releases it with patches (server-side apply, strategic merge); holder() reads it",
     ),
     call(
         Scope::Operator,

@@ -157,7 +157,8 @@ mod tests {
         struct Kinds(Vec<&'static str>);
         impl PerKind for Kinds {
             fn kind<K: Managed>(&mut self) {
-                self.0.push(std::any::type_name::<K>().rsplit("::").next().unwrap());
+                self.0
+                    .push(std::any::type_name::<K>().rsplit("::").next().unwrap());
             }
         }
         let mut kinds = Kinds(Vec::new());
@@ -195,7 +196,13 @@ mod tests {
         assert!(kinds[1..=policies].iter().all(|k| k == "NetworkPolicy"));
         assert_eq!(
             kinds[policies + 1..],
-            ["ResourceQuota", "LimitRange", "ServiceAccount", "RoleBinding", "ConfigMap"]
+            [
+                "ResourceQuota",
+                "LimitRange",
+                "ServiceAccount",
+                "RoleBinding",
+                "ConfigMap"
+            ]
         );
     }
 }

@@ -193,9 +193,10 @@ mod tests {
     #[test]
     fn a_deleted_first_learner_space_no_longer_holds_the_later() {
         let mut first = (*learner_space("a", "1", "2026-01-01T00:00:00Z")).clone();
-        first.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-01-03T00:00:00Z".parse().unwrap()),
-        );
+        first.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-03T00:00:00Z".parse().unwrap(),
+            ));
         let later = learner_space("b", "2", "2026-01-02T00:00:00Z");
         let others = [Arc::new(first), later.clone()];
         assert_eq!(
@@ -224,7 +225,13 @@ mod tests {
         );
         let squatted_and_terminating = namespace(json!({"team": "x"}), true);
         assert_eq!(
-            held_for(&preflight(&ls, &[], TARGET, Some(&squatted_and_terminating))).0,
+            held_for(&preflight(
+                &ls,
+                &[],
+                TARGET,
+                Some(&squatted_and_terminating)
+            ))
+            .0,
             "NamespaceTerminating"
         );
     }
@@ -232,7 +239,10 @@ mod tests {
     #[test]
     fn a_namespace_that_is_not_this_learner_spaces_is_not_adopted() {
         let ls = learner_space("a", "1", "2026-01-01T00:00:00Z");
-        let squatted = namespace(json!({"aivo.dev/learnerspace": "a", "team": "squat"}), false);
+        let squatted = namespace(
+            json!({"aivo.dev/learnerspace": "a", "team": "squat"}),
+            false,
+        );
         let another_ones = ours("someone-else");
         for taken in [squatted, another_ones] {
             let verdict = preflight(&ls, &[], TARGET, Some(&taken));

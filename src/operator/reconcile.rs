@@ -9,6 +9,7 @@ use std::any::TypeId;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -17,7 +18,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalized};
-use futures::future::BoxFuture;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -86,9 +86,7 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
         }
     };
     let target = desired.namespace.metadata.name.clone().unwrap_or_default();
-    let existing = find_namespace(ctx, &target).await?;
-    let others = ctx.stores.learner_spaces.state();
-    let create_namespace = match preflight(ls, &others, &target, existing.as_deref()) {
+    let create_namespace = match check(ls, ctx, &target).await? {
         Verdict::Apply { create_namespace } => create_namespace,
         Verdict::Hold { report, recheck } => {
             set_status(ls, ctx, api, &report).await?;
@@ -125,17 +123,25 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
     Ok(Action::requeue(RESYNC))
 }
 
-/// The learner's namespace as it is. The cache holds only namespaces
-/// carrying the manager's labels: one that someone else made is only seen
-/// by asking the API server.
-async fn find_namespace(ctx: &Context, name: &str) -> Result<Option<Arc<Namespace>>, Error> {
-    if let Some(cached) = ctx.stores.of::<Namespace>().get(&ObjectRef::new(name)) {
-        return Ok(Some(cached));
+/// The [`preflight`] verdict on `ls`. The namespace cache holds only
+/// namespaces carrying the manager's labels: one that someone else made is
+/// only seen by asking the API server, which is done only when the verdict
+/// from the caches is to create it.
+async fn check(ls: &LearnerSpace, ctx: &Context, target: &str) -> Result<Verdict, Error> {
+    let others = ctx.stores.learner_spaces.state();
+    let cached = ctx.stores.of::<Namespace>().get(&ObjectRef::new(target));
+    let verdict = preflight(ls, &others, target, cached.as_deref());
+    if verdict
+        != (Verdict::Apply {
+            create_namespace: true,
+        })
+    {
+        return Ok(verdict);
     }
     let live = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(name)
+        .get_opt(target)
         .await?;
-    Ok(live.map(Arc::new))
+    Ok(preflight(ls, &others, target, live.as_ref()))
 }
 
 /// Creates the namespace when told, then applies every object of every
@@ -192,7 +198,8 @@ impl<'a> PerKind for Plan<'a> {
             return;
         }
         let (ctx, desired) = (self.ctx, self.desired);
-        self.steps.push(Box::pin(ensure_all(ctx, K::wanted(desired))));
+        self.steps
+            .push(Box::pin(ensure_all(ctx, K::wanted(desired))));
     }
 }
 
