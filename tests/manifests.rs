@@ -573,7 +573,7 @@ const CODE_CALLS: &[Call] = &[
         "",
         "namespaces",
         &["get"],
-        "reconcile.rs apply: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
+        "reconcile.rs check: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
     ),
     call(
         Scope::Cluster,
