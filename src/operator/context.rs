@@ -1,53 +1,102 @@
 //! What every reconcile shares: the client, the configuration, the watch
 //! caches of every kind the operator manages, the event recorder, metrics.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 
+use super::kinds::Managed;
 use crate::config::OperatorConfig;
 use crate::crd::{LearnerSpace, LearnerSpaceStatus};
 use crate::metrics::Metrics;
 
-/// Read-only views of the watch caches, kept current by the controller.
+/// Read-only views of the watch caches, kept current by the controller:
+/// the LearnerSpaces' and one per managed kind.
 #[derive(Clone)]
 pub struct Stores {
     pub learner_spaces: Store<LearnerSpace>,
-    pub namespaces: Store<Namespace>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub quotas: Store<ResourceQuota>,
-    pub limit_ranges: Store<LimitRange>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub role_bindings: Store<RoleBinding>,
-    pub config_maps: Store<ConfigMap>,
+    pub managed: KindStores,
 }
 
 impl Stores {
+    /// The cache of managed kind `K`.
+    pub fn of<K: Managed>(&self) -> &Store<K> {
+        self.managed.get()
+    }
+
     /// Whether every cache has its initial list. Until then "absent from the
     /// cache" does not mean absent, and acting on it would write needlessly.
     pub fn synced(&self) -> bool {
-        use futures::FutureExt;
-        fn ready<K: kube::Resource + Clone>(store: &Store<K>) -> bool
-        where
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
-        }
-        ready(&self.learner_spaces)
-            && ready(&self.namespaces)
-            && ready(&self.network_policies)
-            && ready(&self.quotas)
-            && ready(&self.limit_ranges)
-            && ready(&self.service_accounts)
-            && ready(&self.role_bindings)
-            && ready(&self.config_maps)
+        ready(&self.learner_spaces) && self.managed.0.iter().all(|store| store.ready())
     }
+}
+
+/// One cache per managed kind, found by its type. [`KindStores::get`] of a
+/// kind not inserted is a bug, so every constructor fills in all of
+/// [`super::kinds::for_each`].
+#[derive(Clone, Default)]
+pub struct KindStores(Vec<Arc<dyn AnyStore>>);
+
+impl KindStores {
+    /// Adds (or replaces) the cache of kind `K`.
+    pub fn insert<K: Managed>(&mut self, store: Store<K>) {
+        self.0.retain(|s| !s.as_any().is::<Store<K>>());
+        self.0.push(Arc::new(store));
+    }
+
+    pub fn get<K: Managed>(&self) -> &Store<K> {
+        self.0
+            .iter()
+            .find_map(|s| s.as_any().downcast_ref())
+            .expect("every managed kind has a cache (kinds::for_each fills them in)")
+    }
+
+    /// A synced, empty cache of every managed kind: for tests of the
+    /// reconciler without an API server.
+    #[cfg(test)]
+    pub fn synced_empty() -> KindStores {
+        use super::kinds::{self, PerKind};
+        struct Fill(KindStores);
+        impl PerKind for Fill {
+            fn kind<K: Managed>(&mut self) {
+                let (reader, mut writer) = kube::runtime::reflector::store();
+                writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+                writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+                self.0.insert::<K>(reader);
+            }
+        }
+        let mut fill = Fill(KindStores::default());
+        kinds::for_each(&mut fill);
+        fill.0
+    }
+}
+
+/// A cache of any managed kind, for what is done to each alike.
+pub trait AnyStore: Send + Sync {
+    fn ready(&self) -> bool;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<K: Managed> AnyStore for Store<K> {
+    fn ready(&self) -> bool {
+        ready(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn ready<K: kube::Resource + Clone>(store: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
 pub struct Context {

@@ -5,24 +5,20 @@
 //! triggers the owning LearnerSpace when a managed object is edited or
 //! deleted (drift repair).
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::context::{Context, Stores};
+use super::context::{Context, KindStores, Stores};
+use super::kinds::{self, Managed, PerKind};
 use super::objects::{LEARNERSPACE_LABEL, MANAGED_BY_LABEL, MANAGER};
 use super::reconcile::{error_policy, reconcile};
 use crate::config::OperatorConfig;
@@ -51,32 +47,20 @@ pub async fn run(
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects();
-    let mut controller = Controller::for_stream(learner_space_stream, learner_space_store);
+    let controller = Controller::for_stream(learner_space_stream, learner_space_store);
 
-    let (namespaces, stream) = watch::<Namespace>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (network_policies, stream) = watch::<NetworkPolicy>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (quotas, stream) = watch::<ResourceQuota>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (limit_ranges, stream) = watch::<LimitRange>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (service_accounts, stream) = watch::<ServiceAccount>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (role_bindings, stream) = watch::<RoleBinding>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-    let (config_maps, stream) = watch::<ConfigMap>(Api::all(client.clone()), &selector);
-    controller = controller.watches_stream(stream, owner(&operator_ns));
-
+    let mut watches = Watches {
+        controller: Some(controller),
+        stores: KindStores::default(),
+        client: &client,
+        selector: &selector,
+        operator_ns: &operator_ns,
+    };
+    kinds::for_each(&mut watches);
+    let controller = watches.controller.take().expect("put back by every kind");
     let stores = Stores {
         learner_spaces: controller.store(),
-        namespaces,
-        network_policies,
-        quotas,
-        limit_ranges,
-        service_accounts,
-        role_bindings,
-        config_maps,
+        managed: watches.stores,
     };
     let reporter = Reporter {
         controller: MANAGER.to_string(),
@@ -133,18 +117,35 @@ pub async fn run(
     info!("LearnerSpace operator stopped");
 }
 
+/// Adds to the controller one watch per managed kind, keeping its cache.
+struct Watches<'a> {
+    controller: Option<Controller<LearnerSpace>>,
+    stores: KindStores,
+    client: &'a Client,
+    selector: &'a str,
+    operator_ns: &'a str,
+}
+
+impl PerKind for Watches<'_> {
+    fn kind<K: Managed>(&mut self) {
+        let (store, stream) = watch::<K>(Api::all(self.client.clone()), self.selector);
+        self.controller = self
+            .controller
+            .take()
+            .map(|c| c.watches_stream(stream, owner(self.operator_ns)));
+        self.stores.insert(store);
+    }
+}
+
 /// A watch of one managed kind: a cache (managed fields dropped, they are
 /// most of an object's size and never compared) and the trigger stream.
-fn watch<K>(
+fn watch<K: Managed>(
     api: Api<K>,
     selector: &str,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
+) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(selector).any_semantic();
     let stream = watcher(api, config)

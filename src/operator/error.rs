@@ -1,6 +1,7 @@
 //! The operator's errors, with a bounded category for metrics and Events.
 
 use super::objects::BuildError;
+use crate::k8s::ApiErrorExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,8 +28,8 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
                 _ => "FinalizerError",
             },
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
-            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
+            Error::Kube(e) if e.is_conflict() => "Conflict",
+            Error::Kube(e) if e.api_code() == Some(403) => "Forbidden",
             Error::Kube(_) => "ApiError",
             Error::Build(_) => "InvalidSpec",
             Error::Unnamed => "InvalidObject",
@@ -39,10 +40,11 @@ impl Error {
     /// Errors that retrying may cure (the API server was busy or away).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube(kube::Error::Api(status)) => {
-                status.code >= 500 || status.code == 409 || status.code == 429
-            }
-            Error::Kube(_) => true,
+            Error::Kube(e) => match e.api_code() {
+                Some(code) => code >= 500 || code == 429 || e.is_conflict(),
+                // It never reached the API server: connection, timeout.
+                None => true,
+            },
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),

@@ -1,26 +1,52 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that with several
 //! replicas only one reconciles while all of them serve the webhook and API.
 //!
-//! The usual client-go scheme: the holder renews the lease every few seconds;
-//! another replica takes it over once it has not been renewed for its
-//! duration; every write carries the resourceVersion it read, so two replicas
-//! can never both win. A leader that cannot renew steps down before its lease
-//! could expire, and one shutting down releases the lease so the next takes
-//! over at once. (The maintained lease crates depend on another major of kube,
-//! hence this small one.)
+//! [`kube_lease_manager`] holds the Lease: it takes it when it is free or
+//! expired, renews it `renew_every`, and hands it over on release. What it
+//! does not do is stop a leader whose renewals fail: its `changed()` keeps
+//! reporting "leader" (errors aside) however long the API server is away,
+//! and a request to a hung API server has no deadline. Two things are added
+//! here so that a stale leader stops reconciling before anyone else could
+//! take over:
+//!
+//! - it talks through a [`LeaseClient`] that bounds every request by
+//!   [`REQUEST_TIMEOUT`] and records when a write of the Lease last
+//!   succeeded (a renewal, as the API server saw it);
+//! - this replica reconciles only while the manager says it holds the Lease
+//!   *and* that renewal is younger than `duration - renew_every`
+//!   ([`may_lead`]), so a leader that cannot renew steps down 5 s before
+//!   its lease could expire in the others' eyes.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
+use futures::future::BoxFuture;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use kube::client::Body;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::k8s::ObjectMeta;
+/// No request to the API server about the Lease may take longer: a renewal
+/// that hangs must fail in time for the leader to step down.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// How soon a failed attempt (to build the manager, to renew) is retried.
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no answer from the API server within {0:?}")]
+    Timeout(Duration),
+    #[error("lease manager: {0}")]
+    Manager(#[from] kube_lease_manager::LeaseManagerError),
+}
 
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
@@ -41,115 +67,89 @@ impl LeaseSettings {
             renew_every: Duration::from_secs(5),
         }
     }
-}
 
-/// What to do about the lease as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// No lease yet: create it, holding it.
-    Create,
-    /// Ours, or free, or expired: write ourselves in (keeping its resourceVersion).
-    Take { transition: bool },
-    /// Held by another replica whose lease is still valid.
-    Wait { holder: String },
-}
-
-/// Pure: decides from the lease as read, our identity and the time.
-pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Decision {
-    let Some(lease) = lease else {
-        return Decision::Create;
-    };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.unwrap_or_default();
-    if holder.is_empty() || holder == identity {
-        return Decision::Take {
-            transition: holder != identity,
-        };
+    /// How long a leader goes on without a successful renewal: one renewal
+    /// period short of the lease's duration.
+    pub fn give_up_after(&self) -> Duration {
+        self.duration.saturating_sub(self.renew_every)
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let renewed = spec.renew_time.or(spec.acquire_time).map(|t| t.0);
-    match renewed {
-        Some(at) if at + duration > now => Decision::Wait { holder },
-        _ => Decision::Take { transition: true },
+
+    fn path(&self) -> String {
+        format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
+            self.namespace, self.name
+        )
     }
 }
 
-/// The lease as we want it after taking or renewing it.
-fn held(
-    previous: Option<&Lease>,
+/// Pure: whether this replica may reconcile at `now`. `holds` is what the
+/// lease manager last said; `last_renewal` when a write of the Lease last
+/// succeeded.
+pub fn may_lead(
+    holds: bool,
+    last_renewal: Option<Instant>,
+    now: Instant,
     settings: &LeaseSettings,
-    now: Timestamp,
-    transition: bool,
-) -> Lease {
-    let spec = previous.and_then(|l| l.spec.clone()).unwrap_or_default();
-    let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(transition);
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(settings.name.clone()),
-            namespace: Some(settings.namespace.clone()),
-            resource_version: previous.and_then(|l| l.resource_version()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(settings.identity.clone()),
-            lease_duration_seconds: Some(settings.duration.as_secs() as i32),
-            acquire_time: if transition || spec.acquire_time.is_none() {
-                Some(MicroTime(now))
-            } else {
-                spec.acquire_time
-            },
-            renew_time: Some(MicroTime(now)),
-            lease_transitions: Some(transitions),
-            ..Default::default()
-        }),
+) -> bool {
+    holds
+        && last_renewal
+            .is_some_and(|at| now.saturating_duration_since(at) < settings.give_up_after())
+}
+
+/// When a write of the Lease last succeeded.
+#[derive(Debug, Clone, Default)]
+struct Renewals(Arc<Mutex<Option<Instant>>>);
+
+impl Renewals {
+    fn record(&self, sent: Instant) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(last.map_or(sent, |l| l.max(sent)));
+    }
+
+    fn last(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Tries once to hold the lease. Ok(None) when we hold it; Ok(Some(holder))
-/// when another replica does.
-async fn try_hold(
-    api: &Api<Lease>,
-    settings: &LeaseSettings,
-) -> Result<Option<String>, kube::Error> {
-    let current = api.get_opt(&settings.name).await?;
-    let now = Timestamp::now();
-    let result = match decide(current.as_ref(), &settings.identity, now) {
-        Decision::Wait { holder } => return Ok(Some(holder)),
-        Decision::Create => {
-            api.create(&PostParams::default(), &held(None, settings, now, true))
-                .await
-        }
-        Decision::Take { transition } => {
-            let lease = held(current.as_ref(), settings, now, transition);
-            api.replace(&settings.name, &PostParams::default(), &lease)
-                .await
-        }
-    };
-    match result {
-        Ok(_) => Ok(None),
-        // Someone else wrote first: they hold it.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Some("another replica".to_string())),
-        Err(e) => Err(e),
-    }
+/// The client the lease manager talks through: the operator's, with every
+/// request (its answer read in full) bounded by [`REQUEST_TIMEOUT`], and
+/// the time each successful write of the Lease was sent recorded. The time
+/// sent, not answered: the lease's `renewTime` is from before it.
+#[derive(Clone)]
+struct LeaseClient {
+    inner: Client,
+    lease_path: Arc<str>,
+    renewals: Renewals,
 }
 
-/// Frees the lease on shutdown so that a standby takes over without waiting.
-async fn release(api: &Api<Lease>, settings: &LeaseSettings) {
-    let Ok(Some(mut lease)) = api.get_opt(&settings.name).await else {
-        return;
-    };
-    let Some(spec) = lease.spec.as_mut() else {
-        return;
-    };
-    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
-        return;
+impl tower_service::Service<Request<Body>> for LeaseClient {
+    type Response = Response<Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), kube::Error>> {
+        Poll::Ready(Ok(()))
     }
-    spec.holder_identity = None;
-    if let Err(e) = api
-        .replace(&settings.name, &PostParams::default(), &lease)
-        .await
-    {
-        warn!(error = %e, "could not release the leader lease; the next leader waits for it to expire");
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let writes_lease =
+            request.method() != Method::GET && request.uri().path() == &*self.lease_path;
+        let (inner, renewals) = (self.inner.clone(), self.renewals.clone());
+        Box::pin(async move {
+            let sent = Instant::now();
+            let exchange = async {
+                let (parts, body) = inner.send(request).await?.into_parts();
+                let body = body.collect().await?.to_bytes();
+                Ok::<_, kube::Error>(Response::from_parts(parts, Body::from(body)))
+            };
+            let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                .await
+                .map_err(|_| kube::Error::Service(Box::new(Error::Timeout(REQUEST_TIMEOUT))))??;
+            if writes_lease && response.status().is_success() {
+                renewals.record(sent);
+            }
+            Ok(response)
+        })
     }
 }
 
@@ -162,6 +162,8 @@ pub enum Role {
 
 /// Runs `lead` while this replica holds the lease, and stands by otherwise,
 /// until `shutdown`. `lead` gets a token cancelled when leadership is lost.
+/// On shutdown a leader releases the lease, so that a standby takes over
+/// without waiting for it to expire.
 pub async fn run_while_leader<F, Fut>(
     client: Client,
     settings: LeaseSettings,
@@ -172,62 +174,151 @@ pub async fn run_while_leader<F, Fut>(
     F: Fn(CancellationToken) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
-    let mut last_holder = String::new();
-    while !shutdown.is_cancelled() {
-        match try_hold(&api, &settings).await {
-            Ok(None) => {
-                info!(identity = %settings.identity, "leader lease acquired; reconciling");
-                on_role(Role::Leading);
-                let term = shutdown.child_token();
-                let task = tokio::spawn(lead(term.clone()));
-                keep_renewing(&api, &settings, &shutdown).await;
-                term.cancel();
-                let _ = task.await;
-                if shutdown.is_cancelled() {
-                    release(&api, &settings).await;
-                    return;
-                }
-                warn!(identity = %settings.identity, "leader lease lost; standing by");
-                last_holder.clear();
-            }
-            Ok(Some(holder)) => {
-                if holder != last_holder {
-                    info!(%holder, "another replica leads; standing by");
-                    on_role(Role::Standby(holder.clone()));
-                    last_holder = holder;
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read the leader lease"),
-        }
+    let renewals = Renewals::default();
+    let lease_client = Client::new(
+        LeaseClient {
+            inner: client,
+            lease_path: settings.path().into(),
+            renewals: renewals.clone(),
+        },
+        settings.namespace.clone(),
+    );
+    let Some(manager) = build(&lease_client, &settings, &shutdown).await else {
+        return;
+    };
+    on_role(Role::Standby(holder(&lease_client, &settings).await));
+
+    let mut holds = false;
+    let mut term: Option<Term> = None;
+    let mut change = Box::pin(next_change(&manager, Duration::ZERO));
+    loop {
+        // A leader looks again when its last renewal grows too old; a
+        // standby whose manager holds the lease, when one may have succeeded.
+        let wake = match (&term, renewals.last()) {
+            (Some(_), Some(at)) => at + settings.give_up_after(),
+            _ => Instant::now() + settings.renew_every,
+        };
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(settings.renew_every) => {}
+            _ = shutdown.cancelled() => break,
+            result = &mut change => {
+                let retry = match result {
+                    Ok(now_holds) => {
+                        holds = now_holds;
+                        Duration::ZERO
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot renew or read the leader lease");
+                        RETRY
+                    }
+                };
+                change.set(next_change(&manager, retry));
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        let lead_now = may_lead(holds, renewals.last(), Instant::now(), &settings);
+        if lead_now && term.is_none() {
+            info!(identity = %settings.identity, "leader lease acquired; reconciling");
+            on_role(Role::Leading);
+            term = Some(Term::start(&shutdown, &lead));
+        } else if !lead_now && let Some(ended) = term.take() {
+            if holds {
+                warn!(identity = %settings.identity, "leader lease not renewed in time; standing by");
+            } else {
+                warn!(identity = %settings.identity, "leader lease lost; standing by");
+            }
+            ended.stop().await;
+            on_role(Role::Standby(holder(&lease_client, &settings).await));
+        }
+    }
+    if let Some(ended) = term.take() {
+        ended.stop().await;
+    }
+    drop(change);
+    if holds {
+        match tokio::time::timeout(REQUEST_TIMEOUT, manager.release()).await {
+            Ok(Ok(())) => info!("leader lease released"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not release the leader lease; the next leader waits for it to expire")
+            }
+            Err(_) => {
+                warn!(
+                    "releasing the leader lease timed out; the next leader waits for it to expire"
+                )
+            }
         }
     }
 }
 
-/// Renews until the lease is lost, renewing keeps failing for too long, or
-/// shutdown.
-async fn keep_renewing(api: &Api<Lease>, settings: &LeaseSettings, shutdown: &CancellationToken) {
-    // Step down well before the lease could expire in others' eyes.
-    let give_up_after = settings.duration.saturating_sub(settings.renew_every);
-    let mut last_renewal = tokio::time::Instant::now();
+/// One term of leadership: the task reconciling, and what stops it.
+struct Term {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Term {
+    fn start<F, Fut>(shutdown: &CancellationToken, lead: &F) -> Term
+    where
+        F: Fn(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = shutdown.child_token();
+        Term {
+            task: tokio::spawn(lead(stop.clone())),
+            stop,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// The lease manager, once the Lease could be read (and created when
+/// absent); `None` on shutdown before that.
+async fn build(
+    client: &Client,
+    settings: &LeaseSettings,
+    shutdown: &CancellationToken,
+) -> Option<LeaseManager> {
     loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &settings.name)
+            .with_namespace(&settings.namespace)
+            .with_identity(&settings.identity)
+            .with_duration(settings.duration.as_secs())
+            // The manager renews this long before its lease expires.
+            .with_grace(settings.give_up_after().as_secs())
+            .build();
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(settings.renew_every) => {}
+            _ = shutdown.cancelled() => return None,
+            built = built => match built {
+                Ok(manager) => return Some(manager),
+                Err(e) => warn!(error = %e, "cannot read the leader lease"),
+            },
         }
-        match try_hold(api, settings).await {
-            Ok(None) => last_renewal = tokio::time::Instant::now(),
-            Ok(Some(_)) => return,
-            Err(e) => {
-                warn!(error = %e, "cannot renew the leader lease");
-                if last_renewal.elapsed() >= give_up_after {
-                    return;
-                }
-            }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(RETRY) => {}
         }
+    }
+}
+
+/// The manager's next change of holding, after `delay`. It also keeps the
+/// lease renewed while it runs, so one is always pending.
+async fn next_change(manager: &LeaseManager, delay: Duration) -> Result<bool, Error> {
+    tokio::time::sleep(delay).await;
+    Ok(manager.changed().await?)
+}
+
+/// Who holds the lease, for readiness, as read now.
+async fn holder(client: &Client, settings: &LeaseSettings) -> String {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+    match api.get_opt(&settings.name).await {
+        Ok(lease) => lease
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|holder| *holder != settings.identity)
+            .unwrap_or_else(|| "no replica".to_string()),
+        Err(_) => "another replica".to_string(),
     }
 }
 
@@ -240,60 +331,5 @@ pub fn identity() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lease(holder: Option<&str>, renewed_at: i64, duration: i32) -> Lease {
-        Lease {
-            metadata: ObjectMeta::default(),
-            spec: Some(LeaseSpec {
-                holder_identity: holder.map(str::to_string),
-                renew_time: Some(MicroTime(Timestamp::from_second(renewed_at).unwrap())),
-                lease_duration_seconds: Some(duration),
-                ..Default::default()
-            }),
-        }
-    }
-
-    fn at(second: i64) -> Timestamp {
-        Timestamp::from_second(second).unwrap()
-    }
-
-    #[test]
-    fn decisions() {
-        assert_eq!(decide(None, "a", at(0)), Decision::Create);
-        assert_eq!(
-            decide(Some(&lease(Some("a"), 100, 15)), "a", at(105)),
-            Decision::Take { transition: false }
-        );
-        assert_eq!(
-            decide(Some(&lease(None, 100, 15)), "a", at(105)),
-            Decision::Take { transition: true }
-        );
-        assert_eq!(
-            decide(Some(&lease(Some("b"), 100, 15)), "a", at(114)),
-            Decision::Wait { holder: "b".into() }
-        );
-        assert_eq!(
-            decide(Some(&lease(Some("b"), 100, 15)), "a", at(115)),
-            Decision::Take { transition: true }
-        );
-    }
-
-    #[test]
-    fn taking_over_counts_a_transition_and_keeps_the_version() {
-        let settings = LeaseSettings::new("ns", "a".into());
-        let mut previous = lease(Some("b"), 0, 15);
-        previous.metadata.resource_version = Some("42".into());
-        previous.spec.as_mut().unwrap().lease_transitions = Some(3);
-        let next = held(Some(&previous), &settings, at(100), true);
-        let spec = next.spec.unwrap();
-        assert_eq!(spec.holder_identity.as_deref(), Some("a"));
-        assert_eq!(spec.lease_transitions, Some(4));
-        assert_eq!(
-            next.metadata.resource_version.as_deref(),
-            Some("42"),
-            "optimistic concurrency"
-        );
-    }
-}
+#[path = "leader_tests.rs"]
+mod tests;

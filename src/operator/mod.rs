@@ -1,18 +1,21 @@
 //! The LearnerSpace operator: one isolated namespace per learner.
 //!
-//! [`objects`], [`status`] and [`tombstone`] build values and [`ownership`]
-//! decides whose a namespace is (pure); the
-//! [`reconcile`]r compares them with what the watch caches hold and applies
-//! only what differs; [`controller`] wires the watches; [`leader`] makes
-//! sure only one replica reconciles.
+//! [`kinds`] lists the kinds managed for each LearnerSpace, once;
+//! [`objects`], [`status`] and [`tombstone`] build values, [`ownership`]
+//! decides whose a namespace is and [`preflight`] whether a LearnerSpace may
+//! be applied (pure); the [`reconcile`]r compares the values with what the
+//! watch caches hold and applies only what differs; [`controller`] wires the
+//! watches; [`leader`] makes sure only one replica reconciles.
 
 pub mod compare;
 pub mod context;
 pub mod controller;
 pub mod error;
+pub mod kinds;
 pub mod leader;
 pub mod objects;
 pub mod ownership;
+pub mod preflight;
 pub mod reconcile;
 pub mod status;
 pub mod tombstone;

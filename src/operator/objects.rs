@@ -18,8 +18,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::Serialize;
 
+pub use super::kinds::Desired;
 use crate::config::OperatorConfig;
 use crate::crd::LearnerSpace;
 use crate::k8s::ObjectMeta;
@@ -127,53 +127,10 @@ impl Effective {
     }
 }
 
-/// Everything one LearnerSpace owns, in the order it is applied (the
-/// namespace first: the rest lives in it).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Desired {
-    pub namespace: Namespace,
-    pub network_policies: Vec<NetworkPolicy>,
-    pub quota: ResourceQuota,
-    pub limits: LimitRange,
-    pub service_account: ServiceAccount,
-    pub role_binding: RoleBinding,
-    pub vault_paths: ConfigMap,
-}
-
-impl Desired {
-    /// Every object as JSON, namespace first, for `render` and for the
-    /// reconciler's comparisons.
-    pub fn to_values(&self) -> Vec<serde_json::Value> {
-        let mut values = vec![to_value(&self.namespace)];
-        values.extend(self.network_policies.iter().map(to_value));
-        values.extend([
-            to_value(&self.quota),
-            to_value(&self.limits),
-            to_value(&self.service_account),
-            to_value(&self.role_binding),
-            to_value(&self.vault_paths),
-        ]);
-        values
-    }
-}
-
-fn to_value<T: Serialize>(object: &T) -> serde_json::Value {
-    // k8s-openapi objects always serialize.
-    serde_json::to_value(object).unwrap_or_default()
-}
-
-/// The objects for one LearnerSpace.
+/// The objects for one LearnerSpace (the managed kinds are listed in
+/// [`super::kinds`]).
 pub fn desired(ls: &LearnerSpace, config: &OperatorConfig) -> Result<Desired, BuildError> {
-    let e = Effective::resolve(ls, config)?;
-    Ok(Desired {
-        namespace: namespace(&e),
-        network_policies: network_policies(&e, &config.namespace),
-        quota: quota(&e),
-        limits: limit_range(&e),
-        service_account: service_account(&e),
-        role_binding: role_binding(&e),
-        vault_paths: vault_paths(&e),
-    })
+    Ok(Desired::build(&Effective::resolve(ls, config)?, config))
 }
 
 /// Labels every managed object carries: how the operator finds them again.

@@ -5,10 +5,11 @@
 //! release — each step skipped when already done, so a crash anywhere in
 //! between is finished by the next run without writing anything twice.
 
-use std::fmt::Debug;
+use std::any::TypeId;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -17,25 +18,25 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalized};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::compare::contains;
 use super::context::Context;
 use super::error::Error;
+use super::kinds::{self, Managed, PerKind};
 use super::objects::{self, Desired, LEARNERSPACE_LABEL, MANAGER, NETWORK_POLICY_NAMES};
-use super::{ownership, status, tombstone};
-use crate::crd::{FINALIZER, LearnerSpace, LearnerSpaceStatus, Phase};
+use super::preflight::{Verdict, preflight};
+use super::status::{self, Report};
+use super::{ownership, tombstone};
+use crate::crd::{FINALIZER, LearnerSpace, Phase};
+use crate::k8s::ApiErrorExt;
 
 /// A healthy LearnerSpace is looked at again this often even without events,
 /// as a safety net under the watches (a no-op when nothing drifted).
 const RESYNC: Duration = Duration::from_secs(600);
-/// A duplicate learner is checked again this often: the first may go away.
-const DUPLICATE_RECHECK: Duration = Duration::from_secs(30);
 
 #[tracing::instrument(skip_all, fields(learnerspace = %ls.name_any(), learner = %ls.spec.learner_id))]
 pub async fn reconcile(ls: Arc<LearnerSpace>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -79,110 +80,39 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
     let desired = match objects::desired(ls, &ctx.config) {
         Ok(desired) => desired,
         Err(e) => {
-            set_status(
-                ls,
-                ctx,
-                api,
-                Phase::Failed,
-                "InvalidSpec",
-                &e.to_string(),
-                None,
-            )
-            .await?;
+            let report = Report::new(Phase::Failed, "InvalidSpec", e.to_string());
+            set_status(ls, ctx, api, &report).await?;
             return Ok(Action::await_change());
         }
     };
     let target = desired.namespace.metadata.name.clone().unwrap_or_default();
-
-    if let Some(first) = first_with_same_learner(ls, &ctx.stores.learner_spaces) {
-        let message = format!(
-            "learner {:?} already has LearnerSpace {first} (namespace {target}); this one is ignored",
-            ls.spec.learner_id
-        );
-        set_status(
-            ls,
-            ctx,
-            api,
-            Phase::Failed,
-            "DuplicateLearner",
-            &message,
-            None,
-        )
-        .await?;
-        return Ok(Action::requeue(DUPLICATE_RECHECK));
-    }
-    // The cache holds only namespaces carrying the manager's labels: one
-    // that someone else made is only seen by asking the API server.
-    let existing = match ctx.stores.namespaces.get(&ObjectRef::new(&target)) {
-        Some(cached) => Some(cached),
-        None => Api::<Namespace>::all(ctx.client.clone())
-            .get_opt(&target)
-            .await?
-            .map(Arc::new),
-    };
-    if let Some(existing) = &existing {
-        // Whoever's it was, a namespace on its way out is waited for, and
-        // nothing is written into it.
-        if existing.meta().deletion_timestamp.is_some() {
-            let message =
-                format!("waiting for the previous namespace {target} to finish terminating");
-            set_status(
-                ls,
-                ctx,
-                api,
-                Phase::Pending,
-                "NamespaceTerminating",
-                &message,
-                Some(&target),
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
-        }
-        if !ownership::owned_by(existing, &name) {
-            let message = ownership::taken_message(&target, existing, &name);
-            set_status(
-                ls,
-                ctx,
-                api,
-                Phase::Failed,
-                "NamespaceTaken",
-                &message,
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(DUPLICATE_RECHECK));
-        }
-    }
-
-    let created = match apply_all(ctx, &desired, &name, existing.is_none()).await {
-        Ok(created) => created,
-        Err(e) => {
-            let phase = if e.is_transient() {
-                Phase::Creating
-            } else {
-                Phase::Failed
-            };
-            let message = format!("applying the learner's objects failed: {e}");
-            set_status(ls, ctx, api, phase, e.category(), &message, Some(&target)).await?;
-            return Err(e);
+    let create_namespace = match check(ls, ctx, &target).await? {
+        Verdict::Apply { create_namespace } => create_namespace,
+        Verdict::Hold { report, recheck } => {
+            set_status(ls, ctx, api, &report).await?;
+            return Ok(Action::requeue(recheck));
         }
     };
-    if created {
+
+    if let Err(e) = apply_all(ctx, &desired, &name, create_namespace).await {
+        let phase = if e.is_transient() {
+            Phase::Creating
+        } else {
+            Phase::Failed
+        };
+        let message = format!("applying the learner's objects failed: {e}");
+        let report = Report::new(phase, e.category(), message).in_namespace(&target);
+        set_status(ls, ctx, api, &report).await?;
+        return Err(e);
+    }
+    if create_namespace {
         ctx.metrics.learner_namespaces.inc();
         info!(namespace = %target, "learner namespace created");
     }
     let was_ready = ls.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
     let message = format!("namespace {target} is ready");
-    let changed = set_status(
-        ls,
-        ctx,
-        api,
-        Phase::Ready,
-        "Reconciled",
-        &message,
-        Some(&target),
-    )
-    .await?;
+    let report = Report::new(Phase::Ready, "Reconciled", message).in_namespace(&target);
+    let changed = set_status(ls, ctx, api, &report).await?;
     if changed
         && !was_ready
         && let Some(created_at) = &ls.meta().creation_timestamp
@@ -193,39 +123,38 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
     Ok(Action::requeue(RESYNC))
 }
 
-/// The oldest other LearnerSpace for the same learner, if this is not it.
-fn first_with_same_learner(ls: &LearnerSpace, store: &Store<LearnerSpace>) -> Option<String> {
-    let key = |l: &LearnerSpace| {
-        (
-            l.meta().creation_timestamp.clone().map(|t| t.0),
-            l.name_any(),
-        )
-    };
-    store
-        .state()
-        .into_iter()
-        .filter(|other| {
-            other.spec.learner_id == ls.spec.learner_id && other.meta().uid != ls.meta().uid
+/// The [`preflight`] verdict on `ls`. The namespace cache holds only
+/// namespaces carrying the manager's labels: one that someone else made is
+/// only seen by asking the API server, which is done only when the verdict
+/// from the caches is to create it.
+async fn check(ls: &LearnerSpace, ctx: &Context, target: &str) -> Result<Verdict, Error> {
+    let others = ctx.stores.learner_spaces.state();
+    let cached = ctx.stores.of::<Namespace>().get(&ObjectRef::new(target));
+    let verdict = preflight(ls, &others, target, cached.as_deref());
+    if verdict
+        != (Verdict::Apply {
+            create_namespace: true,
         })
-        .filter(|other| other.meta().deletion_timestamp.is_none())
-        .filter(|other| key(other) < key(ls))
-        .min_by_key(|other| key(other))
-        .map(|other| other.name_any())
+    {
+        return Ok(verdict);
+    }
+    let live = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(target)
+        .await?;
+    Ok(preflight(ls, &others, target, live.as_ref()))
 }
 
-/// Creates the namespace when `absent`, then applies every object that
-/// differs from the cache; removes network policies that a change of
-/// settings made obsolete. Returns whether the namespace was created.
+/// Creates the namespace when told, then applies every object of every
+/// managed kind that differs from the cache; removes network policies that
+/// a change of settings made obsolete.
 async fn apply_all(
     ctx: &Context,
     desired: &Desired,
     owner: &str,
-    absent: bool,
-) -> Result<bool, Error> {
-    let s = &ctx.stores;
-    let client = &ctx.client;
+    create_namespace: bool,
+) -> Result<(), Error> {
     let ns = desired.namespace.metadata.name.clone().unwrap_or_default();
-    if absent {
+    if create_namespace {
         // A create, not an apply: should someone make the namespace between
         // the read above and here, this fails (409) instead of adopting it,
         // and the next reconcile finds it taken.
@@ -233,53 +162,53 @@ async fn apply_all(
             field_manager: Some(MANAGER.to_string()),
             ..PostParams::default()
         };
-        Api::<Namespace>::all(client.clone())
+        Api::<Namespace>::all(ctx.client.clone())
             .create(&params, &desired.namespace)
             .await?;
-    } else {
-        ensure(Api::all(client.clone()), &s.namespaces, &desired.namespace).await?;
     }
-    for policy in &desired.network_policies {
-        ensure(
-            Api::namespaced(client.clone(), &ns),
-            &s.network_policies,
-            policy,
-        )
-        .await?;
-    }
-    ensure(
-        Api::namespaced(client.clone(), &ns),
-        &s.quotas,
-        &desired.quota,
-    )
-    .await?;
-    ensure(
-        Api::namespaced(client.clone(), &ns),
-        &s.limit_ranges,
-        &desired.limits,
-    )
-    .await?;
-    ensure(
-        Api::namespaced(client.clone(), &ns),
-        &s.service_accounts,
-        &desired.service_account,
-    )
-    .await?;
     remove_binding_to_another_role(ctx, &desired.role_binding, &ns).await?;
-    ensure(
-        Api::namespaced(client.clone(), &ns),
-        &s.role_bindings,
-        &desired.role_binding,
-    )
-    .await?;
-    ensure(
-        Api::namespaced(client.clone(), &ns),
-        &s.config_maps,
-        &desired.vault_paths,
-    )
-    .await?;
+    let mut plan = Plan {
+        ctx,
+        desired,
+        created_namespace: create_namespace,
+        steps: Vec::new(),
+    };
+    kinds::for_each(&mut plan);
+    for step in plan.steps {
+        step.await?;
+    }
     prune_network_policies(ctx, desired, owner, &ns).await?;
-    Ok(absent)
+    Ok(())
+}
+
+/// One [`ensure_all`] per managed kind, in the kinds' order: futures do
+/// nothing until awaited, so they are collected here and run one by one.
+struct Plan<'a> {
+    ctx: &'a Context,
+    desired: &'a Desired,
+    created_namespace: bool,
+    steps: Vec<BoxFuture<'a, Result<(), Error>>>,
+}
+
+impl<'a> PerKind for Plan<'a> {
+    fn kind<K: Managed>(&mut self) {
+        // The namespace just created is as wanted: applying it again before
+        // its watch event arrives would be a second write.
+        if self.created_namespace && TypeId::of::<K>() == TypeId::of::<Namespace>() {
+            return;
+        }
+        let (ctx, desired) = (self.ctx, self.desired);
+        self.steps
+            .push(Box::pin(ensure_all(ctx, K::wanted(desired))));
+    }
+}
+
+/// Applies each of `wanted` that the cache does not already hold.
+async fn ensure_all<K: Managed>(ctx: &Context, wanted: &[K]) -> Result<(), Error> {
+    for object in wanted {
+        ensure(ctx, object).await?;
+    }
+    Ok(())
 }
 
 /// A RoleBinding's `roleRef` cannot be changed, only the binding replaced:
@@ -294,7 +223,7 @@ async fn remove_binding_to_another_role(
     let name = wanted.metadata.name.clone().ok_or(Error::Unnamed)?;
     let Some(cached) = ctx
         .stores
-        .role_bindings
+        .of::<RoleBinding>()
         .get(&ObjectRef::new(&name).within(ns))
     else {
         return Ok(());
@@ -317,35 +246,33 @@ async fn remove_binding_to_another_role(
             info!(binding = %name, was = %cached.role_ref.name, "replacing a role binding to another role");
             Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Server-side applies `desired` unless the cache already holds it.
-async fn ensure<K>(api: Api<K>, store: &Store<K>, desired: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
+async fn ensure<K: Managed>(ctx: &Context, desired: &K) -> Result<(), Error> {
     let name = desired.meta().name.clone().ok_or(Error::Unnamed)?;
     let mut key = ObjectRef::<K>::new(&name);
     if let Some(ns) = &desired.meta().namespace {
         key = key.within(ns);
     }
     let want = serde_json::to_value(desired)?;
-    if let Some(cached) = store.get(&key) {
+    if let Some(cached) = ctx.stores.of::<K>().get(&key) {
         let have = serde_json::to_value(&*cached)?;
         if contains(&have, &want) {
             return Ok(());
         }
         debug!(kind = %K::kind(&()), %name, "drifted; applying");
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&want),
-    )
-    .await?;
+    kinds::api_for(ctx.client.clone(), desired)
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&want),
+        )
+        .await?;
     Ok(())
 }
 
@@ -364,7 +291,7 @@ async fn prune_network_policies(
     for name in NETWORK_POLICY_NAMES.iter().filter(|n| !wanted.contains(n)) {
         let Some(cached) = ctx
             .stores
-            .network_policies
+            .of::<NetworkPolicy>()
             .get(&ObjectRef::new(name).within(ns))
         else {
             continue;
@@ -372,7 +299,7 @@ async fn prune_network_policies(
         if cached.labels().get(LEARNERSPACE_LABEL).map(String::as_str) == Some(owner) {
             match api.delete(name, &DeleteParams::default()).await {
                 Ok(_) => info!(policy = %name, "removed obsolete network policy"),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -380,27 +307,16 @@ async fn prune_network_policies(
     Ok(())
 }
 
-/// Writes the status when it differs from the stored one; records an Event
-/// on a phase change. Returns whether it wrote.
+/// Writes the status `report` makes when it differs from the stored one;
+/// records an Event on a phase change. Returns whether it wrote.
 async fn set_status(
     ls: &LearnerSpace,
     ctx: &Context,
     api: &Api<LearnerSpace>,
-    phase: Phase,
-    reason: &str,
-    message: &str,
-    namespace: Option<&str>,
+    report: &Report,
 ) -> Result<bool, Error> {
     let previous = ls.status.as_ref();
-    let wanted: LearnerSpaceStatus = status::status(
-        phase,
-        reason,
-        message,
-        namespace,
-        ls.meta().generation,
-        previous,
-        Timestamp::now(),
-    );
+    let wanted = status::status(report, ls.meta().generation, previous, Timestamp::now());
     let uid = ls.meta().uid.clone().unwrap_or_default();
     let version = ls.resource_version().unwrap_or_default();
     if previous == Some(&wanted) || ctx.written.already(&uid, &version, &wanted) {
@@ -414,16 +330,16 @@ async fn set_status(
     )
     .await?;
     ctx.written.record(&uid, &version, &wanted);
-    if previous.and_then(|s| s.phase) != Some(phase) {
+    if previous.and_then(|s| s.phase) != Some(report.phase) {
         // A failure's Event is named for its cause (NamespaceTaken,
         // DuplicateLearner...), as `kubectl describe` readers expect; the
         // other transitions for the phase reached.
-        let (type_, event_reason) = if matches!(phase, Phase::Failed) {
-            (EventType::Warning, reason)
+        let (type_, event_reason) = if matches!(report.phase, Phase::Failed) {
+            (EventType::Warning, report.reason)
         } else {
-            (EventType::Normal, phase.as_str())
+            (EventType::Normal, report.phase.as_str())
         };
-        record(ctx, ls, type_, event_reason, message).await;
+        record(ctx, ls, type_, event_reason, &report.message).await;
     }
     Ok(true)
 }
@@ -463,16 +379,8 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     let message = format!("recording tombstone and deleting namespace {target}");
-    set_status(
-        ls,
-        ctx,
-        api,
-        Phase::Terminating,
-        "Deleting",
-        &message,
-        Some(&target),
-    )
-    .await?;
+    let report = Report::new(Phase::Terminating, "Deleting", message).in_namespace(&target);
+    set_status(ls, ctx, api, &report).await?;
     write_tombstone(ls, ctx).await?;
     if let Some(ns) = existing
         && ns.meta().deletion_timestamp.is_none()
@@ -482,7 +390,7 @@ async fn cleanup(
             .await
         {
             Ok(_) => info!(namespace = %target, "namespace deletion requested"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -523,15 +431,13 @@ async fn write_tombstone(ls: &LearnerSpace, ctx: &Context) -> Result<(), Error> 
             info!(tombstone = %name, "added this deletion to an earlier tombstone of the same learner");
             Ok(())
         }
-        None => match api.create(&PostParams::default(), &wanted).await {
-            Ok(_) => {
-                info!(tombstone = %name, "tombstone written");
-                Ok(())
-            }
-            // Written by a concurrent run in between: the next run checks its uid.
-            Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Kube(kube::Error::Api(s))),
-            Err(e) => Err(e.into()),
-        },
+        // Written by a concurrent run in between, the create fails (409, a
+        // transient error): the next run checks the uid it records.
+        None => {
+            api.create(&PostParams::default(), &wanted).await?;
+            info!(tombstone = %name, "tombstone written");
+            Ok(())
+        }
     }
 }
 

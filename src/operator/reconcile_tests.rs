@@ -9,39 +9,27 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
-use crate::operator::context::Stores;
+use crate::operator::context::{KindStores, Stores};
+use crate::operator::preflight::DUPLICATE_RECHECK;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn ready_store<K>() -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (reader, mut writer) = reflector::store();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    reader
-}
 
 fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "aivo-system");
+    let (learner_spaces, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     let stores = Stores {
-        learner_spaces: ready_store(),
-        namespaces: ready_store(),
-        network_policies: ready_store(),
-        quotas: ready_store(),
-        limit_ranges: ready_store(),
-        service_accounts: ready_store(),
-        role_bindings: ready_store(),
-        config_maps: ready_store(),
+        learner_spaces,
+        managed: KindStores::synced_empty(),
     };
     let reporter = Reporter {
         controller: "test".into(),
@@ -321,14 +309,13 @@ async fn a_failed_tombstone_holds_the_learnerspace_and_spares_the_namespace() {
 async fn nothing_is_done_before_the_caches_are_synced() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "aivo-system");
-    let (unsynced, _writer) = reflector::store();
+    let (unsynced, _writer) = reflector::store::<Namespace>();
     let (ctx, _) = context();
+    let mut stores = ctx.stores.clone();
+    stores.managed.insert(unsynced);
     let ctx = Context {
         client: client.clone(),
-        stores: Stores {
-            namespaces: unsynced,
-            ..ctx.stores.clone()
-        },
+        stores,
         recorder: Recorder::new(
             client,
             Reporter {

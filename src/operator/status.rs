@@ -7,18 +7,46 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{LearnerSpaceStatus, Phase};
 
-/// The status to store, keeping the condition's `lastTransitionTime` when
-/// its status did not change.
+/// What a reconcile reports: the phase reached, why (the condition's
+/// reason, and the Event's on a failure), the words for it, and the
+/// learner's namespace once it is this LearnerSpace's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub phase: Phase,
+    pub reason: &'static str,
+    pub message: String,
+    pub namespace: Option<String>,
+}
+
+impl Report {
+    /// A report naming no namespace (the LearnerSpace claims none).
+    pub fn new(phase: Phase, reason: &'static str, message: impl Into<String>) -> Report {
+        Report {
+            phase,
+            reason,
+            message: message.into(),
+            namespace: None,
+        }
+    }
+
+    /// The same report, claiming `namespace`.
+    pub fn in_namespace(self, namespace: &str) -> Report {
+        Report {
+            namespace: Some(namespace.to_string()),
+            ..self
+        }
+    }
+}
+
+/// The status to store for `report`, keeping the condition's
+/// `lastTransitionTime` when its status did not change.
 pub fn status(
-    phase: Phase,
-    reason: &str,
-    message: &str,
-    namespace: Option<&str>,
+    report: &Report,
     generation: Option<i64>,
     previous: Option<&LearnerSpaceStatus>,
     now: Timestamp,
 ) -> LearnerSpaceStatus {
-    let ready = if phase == Phase::Ready {
+    let ready = if report.phase == Phase::Ready {
         "True"
     } else {
         "False"
@@ -29,15 +57,15 @@ pub fn status(
         _ => Time(now),
     };
     LearnerSpaceStatus {
-        phase: Some(phase),
-        namespace: namespace.map(str::to_string),
+        phase: Some(report.phase),
+        namespace: report.namespace.clone(),
         observed_generation: generation,
-        message: Some(message.to_string()),
+        message: Some(report.message.clone()),
         conditions: vec![Condition {
             type_: "Ready".to_string(),
             status: ready.to_string(),
-            reason: reason.to_string(),
-            message: message.to_string(),
+            reason: report.reason.to_string(),
+            message: report.message.clone(),
             observed_generation: generation,
             last_transition_time: since,
         }],
@@ -75,82 +103,48 @@ mod tests {
         Timestamp::from_second(seconds).unwrap()
     }
 
+    fn ready(previous: Option<&LearnerSpaceStatus>, now: i64) -> LearnerSpaceStatus {
+        let report = Report::new(Phase::Ready, "Reconciled", "ok").in_namespace("ns");
+        status(&report, Some(1), previous, at(now))
+    }
+
+    fn failed(previous: Option<&LearnerSpaceStatus>, now: i64) -> LearnerSpaceStatus {
+        let report = Report::new(Phase::Failed, "ApplyFailed", "boom").in_namespace("ns");
+        status(&report, Some(1), previous, at(now))
+    }
+
     #[test]
     fn ready_condition_follows_the_phase() {
-        let s = status(
-            Phase::Ready,
-            "Reconciled",
-            "ok",
-            Some("ns"),
-            Some(3),
-            None,
-            at(10),
-        );
+        let report = Report::new(Phase::Ready, "Reconciled", "ok").in_namespace("ns");
+        let s = status(&report, Some(3), None, at(10));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.namespace.as_deref(), Some("ns"));
         let c = &s.conditions[0];
         assert_eq!(
             (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
             ("Ready", "True", "Reconciled")
         );
-        let f = status(
-            Phase::Failed,
-            "DuplicateLearner",
-            "taken",
-            None,
-            Some(1),
-            None,
-            at(10),
-        );
+        let report = Report::new(Phase::Failed, "DuplicateLearner", "taken");
+        let f = status(&report, Some(1), None, at(10));
         assert_eq!(f.conditions[0].status, "False");
+        assert_eq!(f.namespace, None, "a report names no namespace unless told");
     }
 
     #[test]
     fn transition_time_moves_only_on_a_transition() {
-        let first = status(
-            Phase::Ready,
-            "Reconciled",
-            "ok",
-            Some("ns"),
-            Some(1),
-            None,
-            at(10),
-        );
-        let same = status(
-            Phase::Ready,
-            "Reconciled",
-            "ok",
-            Some("ns"),
-            Some(1),
-            Some(&first),
-            at(99),
-        );
+        let first = ready(None, 10);
+        let same = ready(Some(&first), 99);
         assert_eq!(
             same, first,
             "an unchanged status is equal, so it costs no write"
         );
-        let failed = status(
-            Phase::Failed,
-            "ApplyFailed",
-            "boom",
-            Some("ns"),
-            Some(1),
-            Some(&first),
-            at(99),
-        );
-        assert_eq!(failed.conditions[0].last_transition_time, Time(at(99)));
-        let recomputed = status(
-            Phase::Failed,
-            "ApplyFailed",
-            "boom",
-            Some("ns"),
-            Some(1),
-            None,
-            at(120),
-        );
-        assert!(equivalent(&failed, &recomputed));
-        assert_eq!(fingerprint(&failed), fingerprint(&recomputed));
-        assert_ne!(fingerprint(&failed), fingerprint(&first));
-        assert!(!equivalent(&failed, &first));
+        let failed_now = failed(Some(&first), 99);
+        assert_eq!(failed_now.conditions[0].last_transition_time, Time(at(99)));
+        let recomputed = failed(None, 120);
+        assert!(equivalent(&failed_now, &recomputed));
+        assert_eq!(fingerprint(&failed_now), fingerprint(&recomputed));
+        assert_ne!(fingerprint(&failed_now), fingerprint(&first));
+        assert!(!equivalent(&failed_now, &first));
     }
 }

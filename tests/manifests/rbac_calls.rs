@@ -84,8 +84,8 @@ pub(crate) const CODE_CALLS: &[Call] = &[
         Scope::Operator,
         "coordination.k8s.io",
         "leases",
-        &["get", "create", "update"],
-        "leader.rs: get_opt, create, replace of Lease devenv-manager-operator",
+        &["get", "create", "patch"],
+        "leader.rs: kube-lease-manager reads the Lease (and creates it when absent), takes, renews and releases it with patches (server-side apply, strategic merge); holder() reads it",
     ),
     call(
         Scope::Operator,
@@ -113,7 +113,7 @@ pub(crate) const CODE_CALLS: &[Call] = &[
         "",
         "namespaces",
         &["get"],
-        "reconcile.rs apply: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
+        "reconcile.rs check: get_opt of a learner namespace the cache does not hold (is it someone else's?)",
     ),
     call(
         Scope::Cluster,
