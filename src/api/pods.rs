@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::error::ApiError;
 use super::view::DEVELOPER_LABEL;
 use crate::config::DevenvConfig;
-use crate::k8s::{Client, Pod, ResourceExt};
+use crate::k8s::{ApiErrorExt, Client, Pod, ResourceExt};
 use crate::names::developer_from_service_account;
 
 /// How long a delete may wait for the API server.
@@ -327,8 +327,8 @@ async fn delete_exactly(api: &Api<Pod>, pod: &Pod) -> Result<Deleted, DeleteErro
     let deleted = tokio::time::timeout(DELETE_TIMEOUT, api.delete(&pod.name_any(), &params)).await;
     match deleted {
         Ok(Ok(answer)) => Ok(outcome(answer.as_ref().left())),
-        Ok(Err(kube::Error::Api(status))) if status.code == 409 => Err(DeleteError::Conflict),
-        Ok(Err(kube::Error::Api(status))) if status.code == 404 => Err(DeleteError::NotFound),
+        Ok(Err(e)) if e.is_conflict() => Err(DeleteError::Conflict),
+        Ok(Err(e)) if e.is_not_found() => Err(DeleteError::NotFound),
         Ok(Err(e)) => Err(DeleteError::Api(upstream_error("delete the pod", e))),
         Err(_) => Err(DeleteError::Api(ApiError::Unavailable(format!(
             "the Kubernetes API server did not answer the delete within {DELETE_TIMEOUT:?}"
