@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::certs;
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
-use crate::metrics::{ListenerLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::probes::{self, Health, State};
 use crate::server;
 use crate::tls::{self, ReloadingResolver};
@@ -244,12 +244,7 @@ pub fn tls_transport(
 
 fn record_expiry(metrics: &Metrics, listener: &'static str, resolver: &ReloadingResolver) {
     match resolver.expiry() {
-        Some(expiry) => {
-            metrics
-                .tls_expiry
-                .get_or_create(&ListenerLabel { listener })
-                .set(expiry);
-        }
+        Some(expiry) => metrics.certificate_expires(listener, expiry),
         // Self-managed, before the Secret is read: nothing served yet.
         None if resolver.is_empty() => {}
         None => warn!(listener, "cannot read the serving certificate's expiry"),

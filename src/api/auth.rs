@@ -289,7 +289,7 @@ impl Authenticator {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key, Instant::now());
         if let Some(verdict) = cached {
-            self.metrics.tokenreview_cache_hits.inc();
+            self.metrics.api.tokenreview_cache_hits.inc();
             return verdict.into_result();
         }
         if !looks_like_jwt(token) {
@@ -316,7 +316,7 @@ impl Authenticator {
         drop(entry);
         if !reviewed_here {
             // Answered by another request's TokenReview of the same token.
-            self.metrics.tokenreview_cache_hits.inc();
+            self.metrics.api.tokenreview_cache_hits.inc();
         }
         outcome?.into_result()
     }
@@ -349,7 +349,7 @@ impl Authenticator {
                 self.failed_auths.refund(&ip);
             }
         };
-        self.metrics.tokenreview_requests.inc();
+        self.metrics.api.tokenreview_requests.inc();
         let status = match reviewer.review(token).await {
             Ok(status) => status,
             Err(e) => {

@@ -231,8 +231,8 @@ async fn one_review_per_token_then_cache_hits() {
         assert_eq!(developer.name, "alice");
     }
     assert_eq!(reviewer.calls(), 1);
-    assert_eq!(metrics.tokenreview_requests.get(), 1);
-    assert_eq!(metrics.tokenreview_cache_hits.get(), 4);
+    assert_eq!(metrics.api.tokenreview_requests.get(), 1);
+    assert_eq!(metrics.api.tokenreview_cache_hits.get(), 4);
 }
 
 #[tokio::test]
@@ -312,7 +312,7 @@ async fn junk_tokens_are_bounded_per_client_address() {
         }
     }
     assert_eq!(reviewer.calls(), 1 + 5);
-    assert_eq!(metrics.tokenreview_requests.get(), 1 + 5);
+    assert_eq!(metrics.api.tokenreview_requests.get(), 1 + 5);
     assert_eq!(too_many, 45);
     // Another address has its own budget.
     let other = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
@@ -476,7 +476,7 @@ async fn what_needs_no_api_server_is_401_without_one() {
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 503);
-    assert_eq!(metrics.tokenreview_requests.get(), 0);
+    assert_eq!(metrics.api.tokenreview_requests.get(), 0);
 }
 
 #[tokio::test]

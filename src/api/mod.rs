@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod ca_publisher;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod pods;
 pub mod rate_limit;

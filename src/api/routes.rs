@@ -244,7 +244,8 @@ async fn handle(api: Arc<PodApi>, request: Request) -> warp::reply::Response {
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     api.metrics
-        .record_api_request(template, status, elapsed.as_secs_f64());
+        .api
+        .answered(template, status, elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             target: "devenv_manager::api::access",

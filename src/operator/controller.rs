@@ -19,11 +19,12 @@ use tracing::{info, warn};
 
 use super::context::{Context, KindStores, Stores};
 use super::kinds::{self, Managed, PerKind};
+use super::metrics::PhaseLabel;
 use super::objects::{LEARNERSPACE_LABEL, MANAGED_BY_LABEL, MANAGER};
 use super::reconcile::{error_policy, reconcile};
 use crate::config::OperatorConfig;
 use crate::crd::{LearnerSpace, Phase};
-use crate::metrics::{Metrics, PhaseLabel};
+use crate::metrics::Metrics;
 
 /// How long running reconciles may take to finish after `stop`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -188,6 +189,7 @@ async fn count_phases(store: Store<LearnerSpace>, metrics: Arc<Metrics>, stop: C
         }
         for (phase, count) in Phase::ALL.iter().zip(counts) {
             metrics
+                .operator
                 .learner_spaces_by_phase
                 .get_or_create(&PhaseLabel {
                     phase: phase.as_str(),

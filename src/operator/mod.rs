@@ -13,6 +13,7 @@ pub mod controller;
 pub mod error;
 pub mod kinds;
 pub mod leader;
+pub mod metrics;
 pub mod objects;
 pub mod ownership;
 pub mod preflight;

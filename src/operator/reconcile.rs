@@ -43,7 +43,7 @@ pub async fn reconcile(ls: Arc<LearnerSpace>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.stores.synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    ctx.metrics.reconciles.inc();
+    ctx.metrics.operator.reconciles.inc();
     let namespace = ls
         .namespace()
         .unwrap_or_else(|| ctx.config.namespace.clone());
@@ -62,8 +62,9 @@ pub async fn reconcile(ls: Arc<LearnerSpace>, ctx: Arc<Context>) -> Result<Actio
 /// for what needs a change of the object.
 pub fn error_policy(ls: Arc<LearnerSpace>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
+        .operator
         .reconcile_errors
-        .get_or_create(&crate::metrics::CategoryLabel {
+        .get_or_create(&super::metrics::CategoryLabel {
             category: error.category(),
         })
         .inc();
@@ -106,7 +107,7 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
         return Err(e);
     }
     if create_namespace {
-        ctx.metrics.learner_namespaces.inc();
+        ctx.metrics.operator.learner_namespaces.inc();
         info!(namespace = %target, "learner namespace created");
     }
     let was_ready = ls.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready);
@@ -118,7 +119,10 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
         && let Some(created_at) = &ls.meta().creation_timestamp
     {
         let seconds = (Timestamp::now() - created_at.0).get_seconds() as f64;
-        ctx.metrics.namespace_creation.observe(seconds.max(0.0));
+        ctx.metrics
+            .operator
+            .namespace_creation
+            .observe(seconds.max(0.0));
     }
     Ok(Action::requeue(RESYNC))
 }
@@ -396,7 +400,10 @@ async fn cleanup(
     }
     if let Some(deleted_at) = &ls.meta().deletion_timestamp {
         let seconds = (Timestamp::now() - deleted_at.0).get_seconds() as f64;
-        ctx.metrics.namespace_deletion.observe(seconds.max(0.0));
+        ctx.metrics
+            .operator
+            .namespace_deletion
+            .observe(seconds.max(0.0));
     }
     let note = format!(
         "tombstone {} written; namespace {target} deletion requested",

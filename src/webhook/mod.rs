@@ -5,6 +5,7 @@
 //! runs the same decisions on manifests for `devenv-manager admit`.
 
 pub mod learnerspaces;
+pub mod metrics;
 pub mod offline;
 pub mod pod_view;
 pub mod pods;

@@ -107,7 +107,7 @@ fn answer(
     });
     match decided {
         Ok(outcome) => {
-            metrics.record_admission(
+            metrics.webhook.decided(
                 kind.name(),
                 outcome.allowed(),
                 started.elapsed().as_secs_f64(),
@@ -116,7 +116,7 @@ fn answer(
             json_reply(outcome.to_json())
         }
         Err(e) => {
-            metrics.record_admission_refusal(kind.name(), e.category());
+            metrics.webhook.refused(kind.name(), e.category());
             tracing::info!(webhook = kind.name(), error = %e, "bad admission review");
             error_reply(&e)
         }
