@@ -156,20 +156,54 @@ fn assert_its_configuration_and_certificates_are_mounted(
             format!("{}/{key}", mount_of(&config_volume.name).mount_path),
         ]
     );
-    let tls_volume = volumes
-        .iter()
-        .find(|v| v.secret.is_some())
-        .expect("the certificate Secret");
+    // Self-managed certificates: served from the Secret through the API,
+    // never mounted (a missing Secret must not keep the pods from starting:
+    // their Lease holder creates it).
     assert_eq!(
-        tls_volume.secret.as_ref().unwrap().secret_name.as_deref(),
-        Some("devenv-manager-tls")
+        config.certs.mode,
+        devenv_manager::certs::CertsMode::SelfManaged
     );
-    let tls_mount = mount_of(&tls_volume.name);
-    assert_eq!(tls_mount.read_only, Some(true));
-    for cert_dir in [&config.webhook.cert_dir, &config.api.cert_dir] {
-        assert_eq!(Path::new(&tls_mount.mount_path), cert_dir.as_path());
-    }
+    assert!(
+        volumes.iter().all(|v| v.secret.is_none()),
+        "no Secret volume: {volumes:?}"
+    );
+    assert_the_cert_manager_component_mounts_the_secret(&config);
     assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+}
+
+/// The cert-manager component switches to `files` and mounts Secret
+/// devenv-manager-tls read-only where both `certDir`s point.
+fn assert_the_cert_manager_component_mounts_the_secret(config: &devenv_manager::config::Config) {
+    let component = &docs("deploy/cert-manager/kustomization.yaml")[0];
+    let patch = component["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            devenv_manager::yaml::from_yaml_stream(p["patch"].as_str().unwrap())
+                .unwrap()
+                .remove(0)
+        })
+        .find(|p: &serde_json::Value| p["kind"] == "Deployment")
+        .expect("a Deployment patch");
+    let pod = &patch["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["name"], "manager");
+    assert_eq!(container["env"][0]["name"], "CERTS_MODE");
+    assert_eq!(container["env"][0]["value"], "files");
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(pod["volumes"][0]["name"], mount["name"]);
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        "devenv-manager-tls"
+    );
+    for cert_dir in [&config.webhook.cert_dir, &config.api.cert_dir] {
+        assert_eq!(
+            Path::new(mount["mountPath"].as_str().unwrap()),
+            cert_dir.as_path()
+        );
+    }
 }
 
 /// The PodDisruptionBudget selects the manager's pods and keeps one of the

@@ -25,7 +25,7 @@ mod unknown_fields;
 use std::path::{Path, PathBuf};
 
 use devenv_testbed::manifests::{
-    MANAGER_SA, deploy_config, docs, kind_of, manager_deployment, object,
+    MANAGER_SA, deploy_config, docs, kind_of, manager_deployment, object, resource_files,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -37,6 +37,7 @@ fn the_admission_policies_name_what_the_configuration_names() {
         variable("devenvNamespaces"),
         json!(config.devenv.namespaces)
     );
+    assert_eq!(variable("managerNamespace"), json!(config.certs.namespace));
     assert_eq!(
         variable("learnerPrefix"),
         json!(devenv_manager::names::LEARNER_NAMESPACE_PREFIX)

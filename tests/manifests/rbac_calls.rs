@@ -2,13 +2,14 @@
 //! grant, no more and no less ([`CODE_CALLS`]).
 
 /// Where a call is made: cluster-wide (`Api::all`, or a namespace only known
-/// at run time: the learner namespaces), in `operator.namespace`, or in each
-/// of `devenv.namespaces`.
+/// at run time: the learner namespaces), in `operator.namespace`, in each
+/// of `devenv.namespaces`, or in the manager's own (`certs.namespace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Scope {
     Cluster,
     Operator,
     Devenv,
+    Manager,
 }
 
 /// One kind of API call the manager makes.
@@ -21,6 +22,25 @@ pub(crate) struct Call {
     pub(crate) verbs: &'static [&'static str],
     /// Where in the code (and why).
     pub(crate) at: &'static str,
+}
+
+/// A call about the one object `name` (RBAC `resourceNames`).
+const fn named(
+    scope: Scope,
+    group: &'static str,
+    resource: &'static str,
+    name: &'static str,
+    verbs: &'static [&'static str],
+    at: &'static str,
+) -> Call {
+    Call {
+        scope,
+        group,
+        resource,
+        name,
+        verbs,
+        at,
+    }
 }
 
 const fn call(
@@ -227,5 +247,67 @@ pub(crate) const CODE_CALLS: &[Call] = &[
         "configmaps",
         &["create", "patch"],
         "ca_publisher.rs reconcile: server-side apply of devenv-manager-ca",
+    ),
+    // --- self-managed certificates, src/certs/ ---
+    named(
+        Scope::Manager,
+        "",
+        "secrets",
+        "devenv-manager-tls",
+        &["get", "list", "watch", "update"],
+        "keeper.rs: get_opt, replace at the resourceVersion read; serving.rs and keeper.rs changes(): watcher(metadata.name=devenv-manager-tls)",
+    ),
+    call(
+        Scope::Manager,
+        "",
+        "secrets",
+        &["create"],
+        "keeper.rs write: create of Secret devenv-manager-tls when absent (the lane policy allows no other name)",
+    ),
+    named(
+        Scope::Manager,
+        "coordination.k8s.io",
+        "leases",
+        "devenv-manager-certs",
+        &["get", "patch"],
+        "run.rs: operator/leader.rs run_while_leader on Lease devenv-manager-certs (kube-lease-manager reads, takes, renews, releases it with patches)",
+    ),
+    call(
+        Scope::Manager,
+        "coordination.k8s.io",
+        "leases",
+        &["create"],
+        "run.rs: kube-lease-manager creates Lease devenv-manager-certs when absent",
+    ),
+    call(
+        Scope::Manager,
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        "keeper.rs record: events::Recorder::publish on Secret devenv-manager-tls",
+    ),
+    named(
+        Scope::Cluster,
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "devenv-manager",
+        &["get", "list", "watch", "patch"],
+        "keeper.rs: get_opt, JSON patch of caBundle, watcher(metadata.name=devenv-manager)",
+    ),
+    named(
+        Scope::Cluster,
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "devenv-manager",
+        &["get", "list", "watch", "patch"],
+        "keeper.rs: get_opt, JSON patch of caBundle, watcher(metadata.name=devenv-manager)",
+    ),
+    named(
+        Scope::Devenv,
+        "",
+        "configmaps",
+        "devenv-manager-ca",
+        &["get"],
+        "keeper.rs targets: get_opt of each CA ConfigMap (does it trust the new CA yet?)",
     ),
 ];

@@ -22,6 +22,44 @@ pub fn docs(file: &str) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("{file}: not YAML: {e}"))
 }
 
+/// The files a kustomization's `resources` name, in order, relative to the
+/// repository root; a directory entry (another kustomization) stands for
+/// the files its own kustomization names.
+pub fn resource_files(kustomization: &str) -> Vec<String> {
+    let dir = std::path::Path::new(kustomization)
+        .parent()
+        .expect("a kustomization file in a directory");
+    let mut files = Vec::new();
+    for entry in docs(kustomization)[0]["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let path = normalize(&dir.join(entry.as_str().expect("a resource path")));
+        if crate::repo_dir().join(&path).is_dir() {
+            files.extend(resource_files(&format!("{path}/kustomization.yaml")));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// `deploy/../webhook-config` as `webhook-config`.
+fn normalize(path: &std::path::Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
 /// A document's `apiVersion` and `kind`.
 pub fn kind_of(doc: &Value) -> (&str, &str) {
     (

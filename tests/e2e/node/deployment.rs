@@ -1,9 +1,11 @@
 //! The manager as its own Deployment on the test bed's real node, installed
-//! the way the README's "Install" says (certificates, Secret, `kubectl apply
-//! -k deploy/`, `webhook-config`), from an image holding the binaries under
-//! test: both replicas Ready through their probes, as uid 10001 with a
-//! read-only root; the API server reaching the webhook through the Service;
-//! a LearnerSpace going Ready; the Lease handed over when the leader goes.
+//! the way the README's "Install" says (`kubectl apply -k deploy/`, with
+//! self-managed certificates), from an image holding the binaries under
+//! test: both replicas Ready through their probes (so both serve the
+//! certificate the Lease holder put in Secret devenv-manager-tls), as uid
+//! 10001 with a read-only root; the API server reaching the webhook through
+//! the Service (so the manager filled in the caBundle); a LearnerSpace going
+//! Ready; the Lease handed over when the leader goes.
 //! What of deploy/ acts on the namespace `devenv` is removed when it ends
 //! ([`Installed`]): the other node tests share the node.
 
@@ -17,18 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_devenv-manager");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
-
-fn manager(args: &[&str]) -> String {
-    let output = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "devenv-manager {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// The manager pods, by name, that are Ready.
 async fn ready_pods(node: &Node) -> Vec<Pod> {
@@ -161,6 +152,7 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     // Dropped (the test ended or failed) before `_devenv` is released.
     let _installed = install_as_the_readme_says(node);
     let pods = assert_both_replicas_run_as_10001_with_a_read_only_root(node).await;
+    assert_the_manager_made_its_certificates(node).await;
     assert_the_api_server_calls_the_webhook_through_the_service(node).await;
     // The leader reconciles a LearnerSpace.
     learner_space_ready(node, "first", "first.learner").await;
@@ -171,37 +163,13 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     assert_deletion_finalizes_the_namespace_and_keeps_the_tombstone(node).await;
 }
 
-/// README "Install": certificates and their Secret, `kubectl apply -k
-/// deploy/`, the webhook configurations; what to remove afterwards.
+/// README "Install": `kubectl apply -k deploy/`, nothing else (the
+/// manager makes its certificates and fills in both webhook
+/// configurations' caBundle); what to remove afterwards.
 fn install_as_the_readme_says(node: &Node) -> Installed<'_> {
-    // 2a.
-    let certs = tempfile::tempdir().unwrap();
-    let out = certs.path().to_str().unwrap();
-    manager(&["certs", "generate", "--out", out]);
-    node.kubectl_ok(&["apply", "-f", &format!("{DEPLOY}/namespaces.yaml")], None);
-    let file = |name: &str| format!("{name}={out}/{name}");
-    node.kubectl_ok(
-        &[
-            "-n",
-            "devenv-system",
-            "create",
-            "secret",
-            "generic",
-            "devenv-manager-tls",
-            "--type=kubernetes.io/tls",
-            &format!("--from-file={}", file("ca.crt")),
-            &format!("--from-file={}", file("tls.crt")),
-            &format!("--from-file={}", file("tls.key")),
-        ],
-        None,
-    );
-    let webhooks = manager(&["webhook-config", "--ca-file", &format!("{out}/ca.crt")]);
-    let installed = Installed {
-        node,
-        webhooks: webhooks.clone(),
-    };
+    let webhooks = testbed::fixture("webhook-config/webhooks.yaml");
+    let installed = Installed { node, webhooks };
     node.kubectl_ok(&["apply", "-k", DEPLOY], None);
-    node.kubectl_ok(&["apply", "-f", "-"], Some(&webhooks));
     installed
 }
 
@@ -237,6 +205,51 @@ async fn assert_both_replicas_run_as_10001_with_a_read_only_root(node: &Node) ->
     }
 
     pods
+}
+
+/// The Lease holder made Secret devenv-manager-tls and wrote its CA into
+/// both webhook configurations.
+async fn assert_the_manager_made_its_certificates(node: &Node) {
+    use devenv_manager::certs::material::{Material, same_certificates};
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let client = node.bed.client().await;
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "devenv-system")
+            .get(devenv_manager::certs::SECRET_NAME)
+            .await
+            .expect("Secret devenv-manager-tls");
+    let material = Material::from_data(&devenv_manager::certs::serving::secret_data(&secret))
+        .expect("a usable CA and serving certificate");
+    let name = devenv_manager::webhook::registration::CONFIGURATION_NAME;
+    testbed::eventually("both caBundles filled in", || async {
+        let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .get(name)
+            .await
+            .ok()?;
+        let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .get(name)
+            .await
+            .ok()?;
+        let bundles = mutating
+            .webhooks
+            .iter()
+            .flatten()
+            .map(|w| w.client_config.ca_bundle.clone())
+            .chain(
+                validating
+                    .webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| w.client_config.ca_bundle.clone()),
+            );
+        bundles
+            .map(|b| b.is_some_and(|b| same_certificates(&b.0, &material.cas)))
+            .all(|ok| ok)
+            .then_some(())
+    })
+    .await;
 }
 
 /// The API server calls the webhook through the Service: a devenv pod is
