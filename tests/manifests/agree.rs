@@ -167,7 +167,7 @@ fn assert_its_configuration_and_certificates_are_mounted(
         volumes.iter().all(|v| v.secret.is_none()),
         "no Secret volume: {volumes:?}"
     );
-    assert_the_cert_manager_component_mounts_the_secret(&config);
+    assert_the_cert_manager_component_mounts_the_secret(config);
     assert!(mounts.iter().all(|m| m.read_only == Some(true)));
 }
 

@@ -232,7 +232,7 @@ async fn assert_the_manager_made_its_certificates(node: &Node) {
             .get(name)
             .await
             .ok()?;
-        let bundles = mutating
+        let mut bundles = mutating
             .webhooks
             .iter()
             .flatten()
@@ -245,8 +245,7 @@ async fn assert_the_manager_made_its_certificates(node: &Node) {
                     .map(|w| w.client_config.ca_bundle.clone()),
             );
         bundles
-            .map(|b| b.is_some_and(|b| same_certificates(&b.0, &material.cas)))
-            .all(|ok| ok)
+            .all(|b| b.is_some_and(|b| same_certificates(&b.0, &material.cas)))
             .then_some(())
     })
     .await;
