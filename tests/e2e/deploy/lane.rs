@@ -2,8 +2,12 @@
 //! manager: each write out of its lane is refused by the API server (the
 //! devenv-manager-lane admission policy, RBAC or the API server itself).
 
+use devenv_manager::webhook::registration::CONFIGURATION_NAME;
 use devenv_testbed::{TestBed, eventually};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -63,10 +67,102 @@ pub(super) async fn out_of_lane(
         .create(&PostParams::default(), &other)
         .await
         .unwrap();
+    let own = OwnWebhook::create(admin).await;
     let attempts = forbidden_writes(manager, learner_ns, squatted).await;
     assert_rbac_grants_what_the_lane_refuses(admin, user).await;
     assert_refused_by_whom_expected(attempts);
     assert_in_lane_writes_pass(manager, learner_ns).await;
+    own.assert_only_its_ca_bundle_may_change(manager).await;
+    own.delete(admin).await;
+}
+
+/// A MutatingWebhookConfiguration named as the manager's own, whose webhook
+/// is sent nothing (its namespaceSelector matches no namespace), so that
+/// tests sharing the bed are not affected while it exists.
+struct OwnWebhook;
+
+impl OwnWebhook {
+    fn api(client: &kube::Client) -> Api<MutatingWebhookConfiguration> {
+        Api::all(client.clone())
+    }
+
+    async fn create(admin: &kube::Client) -> OwnWebhook {
+        let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": CONFIGURATION_NAME},
+            "webhooks": [{
+                "name": "pods.devenv-manager.devenv.io",
+                "clientConfig": {"url": "https://127.0.0.1:9/mutate/pods"},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "namespaceSelector": {"matchLabels": {"devenv-manager/lane-test": "never"}},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "failurePolicy": "Ignore",
+            }],
+        }))
+        .unwrap();
+        Self::api(admin)
+            .create(&PostParams::default(), &config)
+            .await
+            .expect("creating the manager's webhook configuration");
+        OwnWebhook
+    }
+
+    /// Its caBundle may change (a dry run), and nothing else of it.
+    async fn assert_only_its_ca_bundle_may_change(&self, manager: &kube::Client) {
+        let dry = PatchParams {
+            dry_run: true,
+            ..PatchParams::default()
+        };
+        let json_patch = |ops: Value| Patch::Json::<()>(serde_json::from_value(ops).unwrap());
+        Self::api(manager)
+            .patch(
+                CONFIGURATION_NAME,
+                &dry,
+                &json_patch(json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "Q0E="}])),
+            )
+            .await
+            .expect("the manager writes its own caBundle");
+        for (what, ops) in [
+            (
+                "widen the namespaceSelector",
+                json!([{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {}}]),
+            ),
+            (
+                "point the webhook elsewhere",
+                json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": "https://attacker.example/mutate"}]),
+            ),
+            (
+                "fail open",
+                json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]),
+            ),
+            (
+                "add a webhook",
+                json!([{"op": "add", "path": "/webhooks/-", "value": {
+                "name": "more.devenv-manager.devenv.io", "clientConfig": {"url": "https://127.0.0.1:9/x"},
+                "sideEffects": "None", "admissionReviewVersions": ["v1"]}}]),
+            ),
+        ] {
+            let refused = Self::api(manager)
+                .patch(CONFIGURATION_NAME, &dry, &json_patch(ops))
+                .await;
+            match refused {
+                Err(kube::Error::Api(status)) if status.code == 403 => assert_eq!(
+                    Refuser::of(&status.message),
+                    Some(Refuser::Lane),
+                    "{what}: {}",
+                    status.message
+                ),
+                other => panic!("{what}: not refused: {other:?}"),
+            }
+        }
+    }
+
+    async fn delete(self, admin: &kube::Client) {
+        Self::api(admin)
+            .delete(CONFIGURATION_NAME, &DeleteParams::default())
+            .await
+            .expect("deleting the manager's webhook configuration");
+    }
 }
 
 /// RoleBinding `learner-extra` in `ns`, of ClusterRole `role`, to `subject`.
@@ -95,7 +191,7 @@ async fn forbidden_writes(
     manager: &kube::Client,
     learner_ns: &str,
     squatted: &str,
-) -> [Forbidden<'static>; 16] {
+) -> [Forbidden<'static>; 20] {
     let apply = PatchParams::apply("devenv-manager").force();
     let cms = |ns: &str| Api::<ConfigMap>::namespaced(manager.clone(), ns);
     let namespaces = Api::<Namespace>::all(manager.clone());
@@ -116,6 +212,9 @@ async fn forbidden_writes(
         "aivo.dev/learnerspace": "victim",
         "pod-security.kubernetes.io/enforce": "restricted"
     });
+    let stray_secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "stray", "namespace": "devenv-system"}, "stringData": {"k": "v"}}))
+    .unwrap();
     let made: Namespace = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "aivo-learner-made-up-00000000"}}))
     .unwrap();
@@ -227,19 +326,43 @@ async fn forbidden_writes(
             ),
         },
         Forbidden {
+            what: "create a Secret in its own namespace that is not its certificate",
+            by: Refuser::Lane,
+            result: done(Api::<Secret>::namespaced(manager.clone(), "devenv-system").create(&PostParams::default(), &stray_secret).await),
+        },
+        Forbidden {
+            what: "delete its certificate Secret",
+            by: Refuser::Rbac,
+            result: done(Api::<Secret>::namespaced(manager.clone(), "devenv-system").delete("devenv-manager-tls", &DeleteParams::default()).await),
+        },
+        Forbidden {
+            what: "read a Secret of its own namespace that is not its certificate",
+            by: Refuser::Rbac,
+            result: done(Api::<Secret>::namespaced(manager.clone(), "devenv-system").get("other").await),
+        },
+        Forbidden {
+            what: "patch a webhook configuration that is not its own",
+            by: Refuser::Rbac,
+            result: done(
+                Api::<ValidatingWebhookConfiguration>::all(manager.clone())
+                    .patch("someone-else", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+                    .await,
+            ),
+        },
+        Forbidden {
             what: "get Secret default/anything",
             by: Refuser::Rbac,
-            result: done(Api::<k8s_openapi::api::core::v1::Secret>::namespaced(manager.clone(), "default").get("anything").await),
+            result: done(Api::<Secret>::namespaced(manager.clone(), "default").get("anything").await),
         },
         Forbidden {
             what: "list Secrets in every namespace",
             by: Refuser::Rbac,
-            result: done(Api::<k8s_openapi::api::core::v1::Secret>::all(manager.clone()).list(&ListParams::default()).await),
+            result: done(Api::<Secret>::all(manager.clone()).list(&ListParams::default()).await),
         },
         Forbidden {
             what: "list Secrets in the learner namespace",
             by: Refuser::Rbac,
-            result: done(Api::<k8s_openapi::api::core::v1::Secret>::namespaced(manager.clone(), learner_ns).list(&ListParams::default()).await),
+            result: done(Api::<Secret>::namespaced(manager.clone(), learner_ns).list(&ListParams::default()).await),
         },
         Forbidden {
             what: "list pods outside the devenv namespaces",
@@ -279,6 +402,14 @@ async fn assert_rbac_grants_what_the_lane_refuses(admin: &kube::Client, user: &s
             "default",
         ),
         ("", "namespaces", "", "create", ""),
+        ("", "secrets", "", "create", "devenv-system"),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            CONFIGURATION_NAME,
+            "patch",
+            "",
+        ),
     ];
     for (group, resource, name, verb, ns) in granted {
         assert!(
@@ -289,7 +420,7 @@ async fn assert_rbac_grants_what_the_lane_refuses(admin: &kube::Client, user: &s
 }
 
 /// Each attempt was refused with 403, by the one it names.
-fn assert_refused_by_whom_expected(attempts: [Forbidden<'_>; 16]) {
+fn assert_refused_by_whom_expected(attempts: [Forbidden<'_>; 20]) {
     let mut problems = Vec::new();
     for attempt in attempts {
         match attempt.result {
