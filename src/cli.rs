@@ -67,6 +67,10 @@ enum CertsCommand {
         /// Default: the in-cluster service names, localhost and 127.0.0.1.
         #[arg(long = "dns", value_name = "NAME")]
         dns: Vec<String>,
+        /// Also write ca.key (mode 0600), to sign later certificates with
+        /// the same CA. Without it the CA's key is thrown away.
+        #[arg(long)]
+        keep_ca_key: bool,
     },
 }
 
@@ -126,19 +130,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::crd::crd_yaml()?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Certs(CertsCommand::Generate { out, dns }) => {
+        Command::Certs(CertsCommand::Generate {
+            out,
+            dns,
+            keep_ca_key,
+        }) => {
             let names = if dns.is_empty() {
-                crate::tls::default_dns_names(
-                    crate::certs::startup::SERVICE_NAME,
-                    crate::certs::startup::DEFAULT_NAMESPACE,
-                )
+                crate::certs::startup::service_names(crate::certs::startup::DEFAULT_NAMESPACE)
             } else {
                 dns
             };
-            crate::tls::generate(&names)?.write(&out)?;
+            let generated = crate::tls::generate(&names)?;
+            generated.write(&out)?;
+            if keep_ca_key {
+                generated.write_ca_key(&out)?;
+            }
             eprintln!(
-                "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key for {1}",
+                "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key{1} for {2}",
                 out.display(),
+                if keep_ca_key { ", ca.key" } else { "" },
                 names.join(", ")
             );
             Ok(ExitCode::SUCCESS)

@@ -421,3 +421,28 @@ fn render_prints_every_object_of_the_readme_example() {
         text(&none.stderr)
     );
 }
+
+#[test]
+fn certs_generate_keeps_the_ca_key_only_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let plain = run(&["certs", "generate", "--out", out], None);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    assert!(!dir.path().join("ca.key").exists(), "no CA key by default");
+
+    let kept = run(&["certs", "generate", "--out", out, "--keep-ca-key"], None);
+    assert!(kept.status.success(), "{}", text(&kept.stderr));
+    assert!(text(&kept.stderr).contains("ca.key"));
+    let key = dir.path().join("ca.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The key is the CA's: the four files make material the keeper accepts.
+    let data = ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+        .map(|f| (f.to_string(), std::fs::read(dir.path().join(f)).unwrap()))
+        .into();
+    devenv_manager::certs::Material::from_data(&data).unwrap();
+}
