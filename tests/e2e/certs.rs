@@ -281,3 +281,194 @@ async fn renews_then_rotates_the_ca_with_an_overlap() {
     assert_eq!(done.cas, vec![switched.signer().clone()]);
     b.assert_bundles_are(&done).await;
 }
+
+/// What one round of the load saw.
+#[derive(Default, Debug)]
+struct Admissions {
+    admitted: usize,
+    failed: Vec<String>,
+}
+
+/// One devenv pod and one LearnerSpace through the API server (dry runs:
+/// admission runs, nothing is stored); every refusal or error is recorded.
+async fn admit_both(client: &kube::Client, config: &Config, seen: &mut Admissions) {
+    use k8s_openapi::api::core::v1::Pod;
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "ws", "namespace": config.devenv.namespaces[0]},
+        "spec": {"serviceAccountName": "devenv-alice",
+                 "containers": [{"name": "main", "image": "busybox"}]},
+    }))
+    .unwrap();
+    match Api::<Pod>::namespaced(client.clone(), &config.devenv.namespaces[0])
+        .create(&dry, &pod)
+        .await
+    {
+        Ok(pod)
+            if pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("developer"))
+                .map(String::as_str)
+                == Some("alice") =>
+        {
+            seen.admitted += 1
+        }
+        Ok(_) => seen.failed.push("a devenv pod came back uninjected".into()),
+        Err(e) => seen.failed.push(format!("devenv pod: {e}")),
+    }
+    let resource = testbed::manifests::learnerspaces();
+    let space: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "aivo.dev/v1", "kind": "LearnerSpace",
+        "metadata": {"name": "load", "namespace": config.operator.namespace},
+        "spec": {"learnerId": "load.learner"},
+    }))
+    .unwrap();
+    match Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &config.operator.namespace,
+        &resource,
+    )
+    .create(&dry, &space)
+    .await
+    {
+        Ok(_) => seen.admitted += 1,
+        Err(e) => seen.failed.push(format!("LearnerSpace: {e}")),
+    }
+}
+
+/// The certificate a server presents on `addr`, verified against `bundle`.
+async fn presented(addr: std::net::SocketAddr, bundle: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, bundle).unwrap();
+    let stream = testbed::server::tls_connect(addr, &ca, b"http/1.1").await;
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Two replicas in self-managed mode, registered by URL with no caBundle:
+/// with lifetimes of seconds, the serving certificate is renewed several
+/// times and the CA rotated while devenv pods and LearnerSpaces keep going
+/// through the API server, and not one admission fails. Both replicas serve
+/// the same certificate; the CA ConfigMap follows the bundle. A bed of its
+/// own: the keeper writes the webhook configurations named devenv-manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_renew_and_rotate_under_load_without_a_failed_admission() {
+    let Some(bed) = testbed::start().await else {
+        return;
+    };
+    let admin = bed.client().await;
+    testbed::manifests::install_crd(admin.clone()).await;
+    let mut config = Config::default();
+    config.devenv.namespaces = vec![bed.temp_namespace("rotate-devenv").await];
+    config.operator.namespace = bed.temp_namespace("rotate-learners").await;
+    config.certs.mode = devenv_manager::certs::CertsMode::SelfManaged;
+    config.certs.namespace = bed.temp_namespace("rotate-manager").await;
+    config.certs.ca_lifetime = "60s".into();
+    config.certs.serving_lifetime = "15s".into();
+    config.certs.rotation_overlap = "3s".into();
+    bed.create_service_account(&config.devenv.namespaces[0], "devenv-alice")
+        .await;
+
+    let cluster = || devenv_manager::cluster::Source::Config(Box::new(bed.kube_config()));
+    let first =
+        testbed::server::Server::start_operator(config.clone(), cluster(), "rotate-a".into()).await;
+    let second =
+        testbed::server::Server::start_operator(config.clone(), cluster(), "rotate-b".into()).await;
+    let endpoint = Endpoint::Url(format!("https://127.0.0.1:{}", first.webhook.port()));
+    let (mutating, validating) = registration::configurations(&config, &endpoint, None);
+    Api::<MutatingWebhookConfiguration>::all(admin.clone())
+        .create(&PostParams::default(), &mutating)
+        .await
+        .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+        .create(&PostParams::default(), &validating)
+        .await
+        .unwrap();
+
+    let secrets = Api::<Secret>::namespaced(admin.clone(), &config.certs.namespace);
+    let material = || async {
+        let secret = secrets.get_opt(SECRET_NAME).await.ok()??;
+        Material::from_data(&secret_data(&secret)).ok()
+    };
+    // Warm-up: the first admission that passes (Secret made, bundles
+    // filled, the API server's webhook client rebuilt).
+    testbed::eventually("a first admission", || async {
+        let mut seen = Admissions::default();
+        admit_both(&admin, &config, &mut seen).await;
+        (seen.failed.is_empty()).then_some(())
+    })
+    .await;
+    let initial = material().await.expect("the Secret");
+
+    // The load, until the CA has been replaced and the old one dropped.
+    let mut seen = Admissions::default();
+    let mut serving_seen = std::collections::BTreeSet::from([initial.tls_pem.clone()]);
+    let started = std::time::Instant::now();
+    let last = loop {
+        admit_both(&admin, &config, &mut seen).await;
+        if let Some(now) = material().await {
+            serving_seen.insert(now.tls_pem.clone());
+            if now.cas.len() == 1 && now.signer() != initial.signer() {
+                break now;
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(150),
+            "no CA rotation within 150 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // A little more load on the new CA alone.
+    for _ in 0..20 {
+        admit_both(&admin, &config, &mut seen).await;
+    }
+    eprintln!(
+        "rotation under load: {} admissions, {} failed, {} serving certificates, {:?}",
+        seen.admitted,
+        seen.failed.len(),
+        serving_seen.len(),
+        started.elapsed()
+    );
+    assert!(
+        seen.failed.is_empty(),
+        "failed admissions: {:#?}",
+        seen.failed
+    );
+    assert!(seen.admitted > 100, "only {} admissions", seen.admitted);
+    assert!(
+        serving_seen.len() >= 3,
+        "the serving certificate was renewed (then switched): {} seen",
+        serving_seen.len()
+    );
+
+    // Both replicas serve the Secret's certificate.
+    testbed::eventually("both replicas serve the new certificate", || async {
+        let a = presented(first.webhook, &last.ca_pem).await;
+        let b = presented(second.webhook, &last.ca_pem).await;
+        (a == b && a == last.serving.der.to_vec()).then_some(())
+    })
+    .await;
+    // The CA ConfigMap follows the bundle.
+    let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        admin.clone(),
+        &config.devenv.namespaces[0],
+    );
+    testbed::eventually("the CA ConfigMap carries the new bundle", || async {
+        let cm = configmaps.get_opt("devenv-manager-ca").await.ok()??;
+        let pem = cm.data?.remove("ca.crt")?;
+        same_certificates(pem.as_bytes(), &last.cas).then_some(())
+    })
+    .await;
+    let metrics = first.metrics_text().await + &second.metrics_text().await;
+    assert!(
+        metrics.contains("certificate_renewals_total{step=\"add-ca\"} 1"),
+        "{metrics}"
+    );
+    first.stop().await;
+    second.stop().await;
+}
