@@ -7,7 +7,7 @@ use base64::Engine as _;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 
 use super::material::{Cert, same_certificates};
@@ -19,25 +19,27 @@ pub struct Entry<'a> {
 }
 
 pub fn mutating_entries(config: &MutatingWebhookConfiguration) -> Vec<Entry<'_>> {
-    config
-        .webhooks
-        .iter()
-        .flatten()
-        .map(|w| Entry {
-            name: &w.name,
-            ca_bundle: w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
-        })
-        .collect()
+    entries(&config.webhooks, |w| (&w.name, &w.client_config))
 }
 
 pub fn validating_entries(config: &ValidatingWebhookConfiguration) -> Vec<Entry<'_>> {
-    config
-        .webhooks
+    entries(&config.webhooks, |w| (&w.name, &w.client_config))
+}
+
+/// The two kinds of webhook differ in type, not in these two fields.
+fn entries<'a, W>(
+    webhooks: &'a Option<Vec<W>>,
+    parts: impl Fn(&'a W) -> (&'a String, &'a WebhookClientConfig),
+) -> Vec<Entry<'a>> {
+    webhooks
         .iter()
         .flatten()
-        .map(|w| Entry {
-            name: &w.name,
-            ca_bundle: w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+        .map(|w| {
+            let (name, client) = parts(w);
+            Entry {
+                name,
+                ca_bundle: client.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+            }
         })
         .collect()
 }
@@ -87,24 +89,7 @@ pub fn bundle_patch(entries: &[Entry<'_>], bundle_pem: &str, bundle: &[Cert]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{Lifetimes, Material, Step, rotate};
-    use jiff::{SignedDuration, Timestamp};
-
-    fn material() -> Material {
-        let lifetimes = Lifetimes {
-            ca: SignedDuration::from_hours(48),
-            serving: SignedDuration::from_hours(24),
-            overlap: SignedDuration::from_mins(1),
-        };
-        rotate::apply(
-            Step::Create,
-            None,
-            &["localhost".into()],
-            &lifetimes,
-            Timestamp::now(),
-        )
-        .unwrap()
-    }
+    use crate::certs::rotate::tests::material;
 
     fn configuration(bundles: &[Option<&str>]) -> MutatingWebhookConfiguration {
         let webhooks: Vec<serde_json::Value> = bundles

@@ -214,24 +214,7 @@ pub fn carries(found: &[u8], cert: &Cert) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{Lifetimes, Step, rotate};
-    use jiff::SignedDuration;
-
-    fn material() -> Material {
-        let lifetimes = Lifetimes {
-            ca: SignedDuration::from_hours(48),
-            serving: SignedDuration::from_hours(24),
-            overlap: SignedDuration::from_mins(1),
-        };
-        rotate::apply(
-            Step::Create,
-            None,
-            &["localhost".into()],
-            &lifetimes,
-            Timestamp::now(),
-        )
-        .unwrap()
-    }
+    use crate::certs::rotate::tests::material;
 
     fn refused(data: &BTreeMap<String, Vec<u8>>) -> String {
         Material::from_data(data).unwrap_err().to_string()

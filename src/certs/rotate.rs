@@ -93,3 +93,26 @@ fn assemble(signer: &Issued, bundle: &str, serving: &Issued) -> Result<Material,
     ]);
     Material::from_data(&data)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use jiff::SignedDuration;
+
+    /// Fresh material for `localhost`: a two-day CA, a one-day certificate.
+    pub(crate) fn material() -> Material {
+        let lifetimes = Lifetimes {
+            ca: SignedDuration::from_hours(48),
+            serving: SignedDuration::from_hours(24),
+            overlap: SignedDuration::from_mins(1),
+        };
+        apply(
+            Step::Create,
+            None,
+            &["localhost".into()],
+            &lifetimes,
+            Timestamp::now(),
+        )
+        .unwrap()
+    }
+}

@@ -43,6 +43,7 @@ const fn named(
     }
 }
 
+/// A call about any object of the kind.
 const fn call(
     scope: Scope,
     group: &'static str,
@@ -50,14 +51,7 @@ const fn call(
     verbs: &'static [&'static str],
     at: &'static str,
 ) -> Call {
-    Call {
-        scope,
-        group,
-        resource,
-        name: "",
-        verbs,
-        at,
-    }
+    named(scope, group, resource, "", verbs, at)
 }
 
 /// The API calls the manager makes, from the code. A watcher or reflector
