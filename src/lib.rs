@@ -17,6 +17,7 @@ pub mod config;
 pub mod crd;
 pub mod devenv_cli;
 pub mod k8s;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod operator;

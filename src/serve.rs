@@ -75,7 +75,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             cluster: cluster::Source::Infer,
-            identity: crate::operator::leader::identity(),
+            identity: crate::leader::identity(),
             in_pod: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
         }
     }

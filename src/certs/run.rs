@@ -12,7 +12,7 @@ use super::keeper::{Keeper, Settings};
 use super::metrics::CertsMetrics;
 use super::serving;
 use crate::k8s::Client;
-use crate::operator::leader::{self, LeaseSettings};
+use crate::leader::{self, LeaseSettings};
 use crate::probes::Health;
 use crate::tls::ReloadingResolver;
 

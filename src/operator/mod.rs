@@ -5,14 +5,13 @@
 //! decides whose a namespace is and [`preflight`] whether a LearnerSpace may
 //! be applied (pure); the [`reconcile`]r compares the values with what the
 //! watch caches hold and applies only what differs; [`controller`] wires the
-//! watches; [`leader`] makes sure only one replica reconciles.
+//! watches; [`crate::leader`] makes sure only one replica reconciles.
 
 pub mod compare;
 pub mod context;
 pub mod controller;
 pub mod error;
 pub mod kinds;
-pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod ownership;
@@ -27,6 +26,7 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OperatorConfig;
+use crate::leader;
 use crate::metrics::Metrics;
 use crate::probes::{Health, State};
 

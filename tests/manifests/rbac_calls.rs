@@ -264,7 +264,7 @@ pub(crate) const CODE_CALLS: &[Call] = &[
         "leases",
         "devenv-manager-certs",
         &["get", "patch"],
-        "run.rs: operator/leader.rs run_while_leader on Lease devenv-manager-certs (kube-lease-manager reads, takes, renews, releases it with patches)",
+        "run.rs: leader.rs run_while_leader on Lease devenv-manager-certs (kube-lease-manager reads, takes, renews, releases it with patches)",
     ),
     call(
         Scope::Manager,
