@@ -18,6 +18,7 @@ pub mod ca_publisher;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod pod_index;
 pub mod pods;
 pub mod rate_limit;
 pub mod routes;

@@ -7,8 +7,8 @@
 //! manager needs pod access only where devenv pods run.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 use super::error::ApiError;
+use super::pod_index::DeveloperIndex;
 use super::view::DEVELOPER_LABEL;
 use crate::config::DevenvConfig;
 use crate::k8s::{ApiErrorExt, Client, Pod, ResourceExt};
@@ -82,6 +83,8 @@ struct WatchState {
 struct NamespaceCache {
     namespace: String,
     store: Store<Pod>,
+    /// The store's pods by `developer` label, from the same events.
+    index: Arc<RwLock<DeveloperIndex>>,
     state: Arc<WatchState>,
 }
 
@@ -105,6 +108,7 @@ impl PodCache {
         for namespace in namespaces {
             let (store, writer) = reflector::store();
             let state = Arc::new(WatchState::default());
+            let index = Arc::new(RwLock::new(DeveloperIndex::default()));
             let api = Api::<Pod>::namespaced(client.clone(), namespace);
             let config = watcher::Config::default().labels(DEVELOPER_LABEL);
             let stream = reflector(
@@ -114,11 +118,20 @@ impl PodCache {
                     .default_backoff()
                     .modify(|pod| pod.managed_fields_mut().clear()),
             );
-            let (label, watched) = (namespace.clone(), state.clone());
-            streams.push(stream.map(move |event| (label.clone(), watched.clone(), event)));
+            let (label, watched, indexed) = (namespace.clone(), state.clone(), index.clone());
+            streams.push(stream.map(move |event| {
+                if let Ok(event) = &event {
+                    indexed
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(event);
+                }
+                (label.clone(), watched.clone(), event)
+            }));
             caches.push(NamespaceCache {
                 namespace: namespace.clone(),
                 store,
+                index,
                 state,
             });
         }
@@ -136,11 +149,14 @@ impl PodCache {
         self.namespaces.iter().all(|n| n.readiness().is_ok())
     }
 
-    /// Every cached pod of `namespace` (or of every devenv namespace)
-    /// matching `keep`; 503 while a needed watch is not in sync.
+    /// The cached pods labelled `developer={developer}` in `namespace` (or
+    /// in every devenv namespace) that also pass `keep`; 503 while a needed
+    /// watch is not in sync. Reads only that developer's pods (the index),
+    /// never every pod.
     pub fn list(
         &self,
         namespace: Option<&str>,
+        developer: &str,
         keep: impl Fn(&Pod) -> bool,
     ) -> Result<Vec<Arc<Pod>>, ApiError> {
         let mut pods = Vec::new();
@@ -150,7 +166,17 @@ impl PodCache {
             .filter(|c| namespace.is_none_or(|ns| ns == c.namespace))
         {
             cache.readiness()?;
-            pods.extend(cache.store.state_filter(|p| keep(p)));
+            let index = cache.index.read().unwrap_or_else(|p| p.into_inner());
+            pods.extend(
+                index
+                    .pods_of(developer)
+                    .filter_map(|name| {
+                        cache
+                            .store
+                            .get(&ObjectRef::<Pod>::new(name).within(&cache.namespace))
+                    })
+                    .filter(|pod| keep(pod)),
+            );
         }
         pods.sort_by(|a, b| {
             (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())

@@ -320,7 +320,7 @@ async fn answer(
             }
             let items = backend
                 .pods
-                .list(namespace.as_deref(), mine)?
+                .list(namespace.as_deref(), &developer.name, mine)?
                 .iter()
                 .map(|pod| PodSummary::of(pod))
                 .collect();
