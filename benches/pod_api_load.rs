@@ -4,6 +4,8 @@
 //!
 //!     cargo bench --bench pod_api_load
 //!     LOAD_SECONDS=20 LOAD_CONCURRENCY=64 cargo bench --bench pod_api_load
+//!     # at scale: 1,000 developers with 5 pods of about 5 KB each
+//!     LOAD_DEVELOPERS=1000 LOAD_PODS=5 LOAD_POD_BYTES=5000 cargo bench --bench pod_api_load
 //!
 //! Prints requests/s, latency percentiles, peak RSS of the server, and how
 //! many TokenReviews the run cost. Targets (issue 5): at least 5,000
@@ -27,6 +29,10 @@ const AUDIENCE: &str = "devenv-manager";
 fn main() {
     let (seconds, concurrency) = load::run_settings();
     let pods_of_developer: usize = load::env_or("LOAD_PODS", 5);
+    // The caller (alice) and as many others as asked; each pod padded with
+    // an annotation to about LOAD_POD_BYTES (a realistic pod is ~5 KB).
+    let developers: usize = load::env_or("LOAD_DEVELOPERS", 2).max(1);
+    let pod_bytes: usize = load::env_or("LOAD_POD_BYTES", 0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
     // A dedicated API server with one devenv namespace: the developer's pods
@@ -35,20 +41,38 @@ fn main() {
         return;
     };
     let (ns, token) = runtime.block_on(async {
+        use futures::StreamExt;
         let ns = bed.temp_namespace("bench").await;
         let pods = Api::<Pod>::namespaced(bed.client().await, &ns);
-        for developer in ["alice", "bob"] {
-            let sa = format!("devenv-{developer}");
-            bed.create_service_account(&ns, &sa).await;
-            for i in 0..pods_of_developer {
-                let pod: Pod = serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": format!("{developer}-{i}"), "labels": {"developer": developer}},
-                    "spec": {"serviceAccountName": sa, "containers": [{"name": "main", "image": "busybox"}]}
-                }))
-                .unwrap();
-                pods.create(&PostParams::default(), &pod).await.unwrap();
-            }
-        }
+        let names: Vec<String> = std::iter::once("alice".to_string())
+            .chain((1..developers).map(|i| format!("dev{i:05}")))
+            .collect();
+        let padding = "x".repeat(pod_bytes.saturating_sub(600));
+        let started = std::time::Instant::now();
+        let bed = &bed;
+        futures::stream::iter(names.iter())
+            .for_each_concurrent(16, |developer| {
+                let (pods, ns, padding) = (pods.clone(), ns.clone(), padding.clone());
+                async move {
+                    let sa = format!("devenv-{developer}");
+                    bed.create_service_account(&ns, &sa).await;
+                    for i in 0..pods_of_developer {
+                        let pod: Pod = serde_json::from_value(serde_json::json!({
+                            "metadata": {"name": format!("{developer}-{i}"), "labels": {"developer": developer},
+                                         "annotations": {"bench/padding": padding}},
+                            "spec": {"serviceAccountName": sa, "containers": [{"name": "main", "image": "busybox"}]}
+                        }))
+                        .unwrap();
+                        pods.create(&PostParams::default(), &pod).await.unwrap();
+                    }
+                }
+            })
+            .await;
+        eprintln!(
+            "created {} pods of {developers} developers in {:.1?}",
+            developers * pods_of_developer,
+            started.elapsed()
+        );
         let token = bed.token(&ns, "devenv-alice", AUDIENCE, 3600).await;
         (ns, token)
     });
@@ -121,8 +145,9 @@ fn main() {
     server.stop();
 
     let title = format!(
-        "pod API load: GET /api/v1/pods ({pods_of_developer} of the caller's pods among {}), one token, TLS 1.3 keep-alive, HTTP/1.1",
-        2 * pods_of_developer
+        "pod API load: GET /api/v1/pods ({pods_of_developer} of the caller's pods among {} of {developers} developers{}), one token, TLS 1.3 keep-alive, HTTP/1.1",
+        developers * pods_of_developer,
+        if pod_bytes > 0 { format!(", ~{pod_bytes} bytes each") } else { String::new() }
     );
     load::print_report(&title, concurrency, seconds, &result, rss);
     println!(
