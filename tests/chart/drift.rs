@@ -184,8 +184,18 @@ fn default_values_render_what_kustomize_builds_from_deploy() {
     // A release kept in another namespace gets all three.
     assert_same(
         "default values, release namespace elsewhere",
-        deploy,
+        deploy.clone(),
         rendered(helm, &["--namespace", "devenv-releases"]),
+    );
+    // And a value that is not the default is seen, alone.
+    assert_eq!(
+        compare(
+            without_namespace(deploy, NAMESPACE),
+            rendered(helm, &["--set", "replicas=3"])
+        ),
+        [
+            "apps/v1 Deployment/devenv-system/devenv-manager.spec.replicas: deploy/ has 2, the chart 3"
+        ]
     );
 }
 
