@@ -55,6 +55,7 @@ pub mod manager;
 pub mod manifests;
 pub mod node;
 pub mod server;
+pub mod typed;
 
 use std::fs;
 use std::io::Write;
