@@ -147,7 +147,11 @@ fn main() {
     let title = format!(
         "pod API load: GET /api/v1/pods ({pods_of_developer} of the caller's pods among {} of {developers} developers{}), one token, TLS 1.3 keep-alive, HTTP/1.1",
         developers * pods_of_developer,
-        if pod_bytes > 0 { format!(", ~{pod_bytes} bytes each") } else { String::new() }
+        if pod_bytes > 0 {
+            format!(", ~{pod_bytes} bytes each")
+        } else {
+            String::new()
+        }
     );
     load::print_report(&title, concurrency, seconds, &result, rss);
     println!(
