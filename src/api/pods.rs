@@ -113,10 +113,13 @@ impl PodCache {
             let config = watcher::Config::default().labels(DEVELOPER_LABEL);
             let stream = reflector(
                 writer,
-                // Managed fields are most of a pod's bytes and never shown.
-                watcher(api, config)
-                    .default_backoff()
-                    .modify(|pod| pod.managed_fields_mut().clear()),
+                // Managed fields and annotations (the last-applied
+                // configuration, above all) are most of a pod's bytes, and
+                // the API shows neither.
+                watcher(api, config).default_backoff().modify(|pod| {
+                    pod.managed_fields_mut().clear();
+                    pod.annotations_mut().clear();
+                }),
             );
             let (label, watched, indexed) = (namespace.clone(), state.clone(), index.clone());
             streams.push(stream.map(move |event| {
