@@ -49,14 +49,7 @@ impl Bed {
         let name = format!("devenv-manager-{namespace}");
         mutating.metadata.name = Some(name.clone());
         validating.metadata.name = Some(name.clone());
-        Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .create(&PostParams::default(), &mutating)
-            .await
-            .unwrap();
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .create(&PostParams::default(), &validating)
-            .await
-            .unwrap();
+        testbed::register_webhooks(&client, &mutating, &validating).await;
         let settings = Settings {
             namespace,
             names: vec![
@@ -381,14 +374,7 @@ async fn two_replicas_renew_and_rotate_under_load_without_a_failed_admission() {
         testbed::server::Server::start_operator(config.clone(), cluster(), "rotate-b".into()).await;
     let endpoint = Endpoint::Url(format!("https://127.0.0.1:{}", first.webhook.port()));
     let (mutating, validating) = registration::configurations(&config, &endpoint, None);
-    Api::<MutatingWebhookConfiguration>::all(admin.clone())
-        .create(&PostParams::default(), &mutating)
-        .await
-        .unwrap();
-    Api::<ValidatingWebhookConfiguration>::all(admin.clone())
-        .create(&PostParams::default(), &validating)
-        .await
-        .unwrap();
+    testbed::register_webhooks(&admin, &mutating, &validating).await;
 
     let secrets = Api::<Secret>::namespaced(admin.clone(), &config.certs.namespace);
     let material = || async {

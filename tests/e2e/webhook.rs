@@ -72,14 +72,7 @@ impl Registered {
         let mut validating: ValidatingWebhookConfiguration =
             serde_json::from_value(docs[1].clone()).unwrap();
         validating.metadata.name = Some(names.clone());
-        Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .create(&PostParams::default(), &mutating)
-            .await
-            .unwrap();
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .create(&PostParams::default(), &validating)
-            .await
-            .unwrap();
+        testbed::register_webhooks(&client, &mutating, &validating).await;
         bed.create_service_account(&namespace, "devenv-probe").await;
         let registered = Registered {
             namespace,

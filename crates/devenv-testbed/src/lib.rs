@@ -230,6 +230,23 @@ pub fn repo_dir() -> &'static Path {
         .expect("crates/devenv-testbed sits two levels below the repository root")
 }
 
+/// Creates both webhook configurations (as `webhook-config` prints them,
+/// renamed or pointed elsewhere by the caller).
+pub async fn register_webhooks(
+    client: &Client,
+    mutating: &k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    validating: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+) {
+    Api::all(client.clone())
+        .create(&PostParams::default(), mutating)
+        .await
+        .expect("creating the MutatingWebhookConfiguration");
+    Api::all(client.clone())
+        .create(&PostParams::default(), validating)
+        .await
+        .expect("creating the ValidatingWebhookConfiguration");
+}
+
 /// The text of `name`, a path relative to the repository root.
 pub fn fixture(name: &str) -> String {
     let path = repo_dir().join(name);
