@@ -158,15 +158,22 @@ fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> String {
     }
 }
 
+/// The shared bed, when it is the local one: the API server must reach this
+/// process's webhook by URL. `None` (after a skip line) otherwise.
+async fn local_bed() -> Option<&'static testbed::TestBed> {
+    let bed = testbed::shared().await?;
+    if bed.real_cluster {
+        testbed::skip("needs the local test bed");
+        return None;
+    }
+    Some(bed)
+}
+
 #[tokio::test]
 async fn the_api_server_stores_injected_devenv_pods() {
-    let Some(bed) = testbed::shared().await else {
+    let Some(bed) = local_bed().await else {
         return;
     };
-    if bed.real_cluster {
-        // The API server must reach this process's webhook by URL.
-        return testbed::skip("needs the local test bed");
-    }
     let r = Registered::new(bed, "inject").await;
     bed.create_service_account(&r.namespace, "devenv-alice")
         .await;
@@ -232,13 +239,9 @@ async fn the_api_server_stores_injected_devenv_pods() {
 
 #[tokio::test]
 async fn label_spoofing_and_relabelling_are_refused() {
-    let Some(bed) = testbed::shared().await else {
+    let Some(bed) = local_bed().await else {
         return;
     };
-    if bed.real_cluster {
-        // The API server must reach this process's webhook by URL.
-        return testbed::skip("needs the local test bed");
-    }
     let r = Registered::new(bed, "spoof").await;
     bed.create_service_account(&r.namespace, "devenv-alice")
         .await;
@@ -290,13 +293,9 @@ async fn label_spoofing_and_relabelling_are_refused() {
 
 #[tokio::test]
 async fn other_pods_never_reach_the_webhook_and_survive_its_outage() {
-    let Some(bed) = testbed::shared().await else {
+    let Some(bed) = local_bed().await else {
         return;
     };
-    if bed.real_cluster {
-        // The API server must reach this process's webhook by URL.
-        return testbed::skip("needs the local test bed");
-    }
     let r = Registered::new(bed, "outage").await;
     bed.create_service_account(&r.namespace, "devenv-alice")
         .await;
@@ -372,13 +371,9 @@ async fn create_ls(
 
 #[tokio::test]
 async fn learnerspaces_are_validated_by_the_webhook_and_by_the_crd_schema() {
-    let Some(bed) = testbed::shared().await else {
+    let Some(bed) = local_bed().await else {
         return;
     };
-    if bed.real_cluster {
-        // The API server must reach this process's webhook by URL.
-        return testbed::skip("needs the local test bed");
-    }
     let resource = testbed::manifests::install_crd(bed.client().await).await;
     let r = Registered::new(bed, "ls").await;
     let api: Api<DynamicObject> = Api::namespaced_with(r.client.clone(), &r.namespace, &resource);
@@ -517,13 +512,9 @@ async fn bind_pod_label_policy(client: &kube::Client, namespace: &str, probe: &s
 /// ValidatingAdmissionPolicy, through every subresource.
 #[tokio::test]
 async fn the_developer_label_cannot_be_changed_through_pods_status() {
-    let Some(bed) = testbed::shared().await else {
+    let Some(bed) = local_bed().await else {
         return;
     };
-    if bed.real_cluster {
-        // The API server must reach this process's webhook by URL.
-        return testbed::skip("needs the local test bed");
-    }
     let r = Registered::new(bed, "status").await;
     bed.create_service_account(&r.namespace, "devenv-alice")
         .await;
@@ -629,13 +620,9 @@ async fn the_developer_label_cannot_be_changed_through_pods_status() {
 /// all refused by the API server (through the webhook), none stored.
 #[tokio::test]
 async fn every_mount_path_variant_and_foreign_projection_is_refused() {
-    let Some(bed) = testbed::shared().await else {
+    let Some(bed) = local_bed().await else {
         return;
     };
-    if bed.real_cluster {
-        // The API server must reach this process's webhook by URL.
-        return testbed::skip("needs the local test bed");
-    }
     let r = Registered::new(bed, "mounts").await;
     bed.create_service_account(&r.namespace, "devenv-alice")
         .await;
