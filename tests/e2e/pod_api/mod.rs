@@ -94,6 +94,16 @@ impl Fixture {
             .await
     }
 
+    /// `token`'s developer can neither read nor delete pod `name` (404
+    /// NotFound both times), and the pod is still there.
+    async fn assert_not_theirs(&self, name: &str, token: &str) {
+        let get = self.on_pod("GET", name, Some(token)).await;
+        assert_error(&get, 404, "NotFound");
+        let delete = self.on_pod("DELETE", name, Some(token)).await;
+        assert_error(&delete, 404, "NotFound");
+        assert!(self.pods().get_opt(name).await.unwrap().is_some());
+    }
+
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.admin.clone(), &self.ns)
     }

@@ -117,11 +117,7 @@ async fn a_pod_labelled_for_you_but_running_as_another_developer_is_not_yours() 
     f.pod("spoofed", Some("alice"), "devenv-bob").await;
 
     f.wait_for_list(&alice, &["mine"]).await;
-    let get = f.on_pod("GET", "spoofed", Some(&alice)).await;
-    assert_error(&get, 404, "NotFound");
-    let delete = f.on_pod("DELETE", "spoofed", Some(&alice)).await;
-    assert_error(&delete, 404, "NotFound");
-    assert!(f.pods().get_opt("spoofed").await.unwrap().is_some());
+    f.assert_not_theirs("spoofed", &alice).await;
     // Bob's label is not on it either, so it is nobody's through the API.
     f.wait_for_list(&bob, &[]).await;
     f.stop().await;
@@ -142,11 +138,7 @@ async fn a_pod_labelled_for_you_but_running_as_default_is_not_yours() {
     // A watch delivers events in order: once "mine" shows, the cache holds
     // "planted" too, and it is not in the list.
     f.wait_for_list(&alice, &["mine"]).await;
-    let get = f.on_pod("GET", "planted", Some(&alice)).await;
-    assert_error(&get, 404, "NotFound");
-    let delete = f.on_pod("DELETE", "planted", Some(&alice)).await;
-    assert_error(&delete, 404, "NotFound");
-    assert!(f.pods().get_opt("planted").await.unwrap().is_some());
+    f.assert_not_theirs("planted", &alice).await;
     f.stop().await;
 }
 
