@@ -163,6 +163,9 @@ impl Target {
             honest_body,
         ));
         let after = load::rss_kib(self.serve.child.id()).map_or(0, |(rss, _)| rss);
+        if load::quick() {
+            assert!(alive.is_ok(), "the server stopped answering: {alive:?}");
+        }
         println!(
             "  after the attack     {}, RSS {:.1} MiB",
             if alive.is_ok() {
@@ -269,7 +272,7 @@ impl Phase {
                 s.ok, s.bad_request, s.busy, s.other, s.unanswered, s.refused_connections
             );
         }
-        if let Some(i) = idle {
+        if let Some(i) = &idle {
             println!(
                 "  idle connections     {} opened, {} accepted, {} refused at once, {} never closed {:?}",
                 i.opened, i.accepted, i.refused, i.open_at_end, i.open_by_port
@@ -295,6 +298,18 @@ impl Phase {
             ms(0.99),
             ms(1.0)
         );
+        if load::quick() {
+            // Run by `cargo test`: the bounds held if the honest client was
+            // answered throughout and no idle connection outlived its deadline.
+            assert!(
+                !latencies.is_empty() && failed == 0,
+                "{title}: honest reviews {} ok, {failed} failed",
+                latencies.len()
+            );
+            if let Some(i) = idle {
+                assert_eq!(i.open_at_end, 0, "{title}: idle connections never closed");
+            }
+        }
     }
 }
 

@@ -129,17 +129,35 @@ fn main() {
     });
     let reviews_before = metrics("tokenreview_requests_total");
 
-    let result = runtime.block_on(load::run(load::Load {
+    // The load, and meanwhile one of the caller's pods changed again and
+    // again: how long each change takes to show through the API.
+    let pods = runtime.block_on(bed.client());
+    let pods = Api::<Pod>::namespaced(pods, &ns);
+    let watched = ChangeProbe {
+        pods: &pods,
         port: api_port,
-        ca: ca.clone(),
-        path: "/api/v1/pods".into(),
-        method: "GET",
-        body: vec![],
-        headers,
-        concurrency,
-        duration: Duration::from_secs(seconds),
-    }));
+        ca: &ca,
+        headers: &headers,
+        path: format!("/api/v1/pods/{ns}/alice-0"),
+    };
+    let (result, under_load) = runtime.block_on(async {
+        let load = load::run(load::Load {
+            port: api_port,
+            ca: ca.clone(),
+            path: "/api/v1/pods".into(),
+            method: "GET",
+            body: vec![],
+            headers: headers.clone(),
+            concurrency,
+            duration: Duration::from_secs(seconds),
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        tokio::join!(load, watched.changes_until(deadline))
+    });
     let rss = load::rss_kib(server.child.id());
+    let idle = runtime.block_on(
+        watched.changes_until(std::time::Instant::now() + Duration::from_secs(seconds.min(5))),
+    );
     let reviews = metrics("tokenreview_requests_total");
     let hits = metrics("tokenreview_cache_hits_total");
     server.stop();
@@ -158,5 +176,88 @@ fn main() {
         "  TokenReviews         {} in total ({} during the run), {hits} cache hits",
         reviews,
         reviews - reviews_before
+    );
+    print_changes("during the load", &under_load);
+    print_changes("idle", &idle);
+    if load::quick() {
+        // Run by `cargo test`: every request answered, every change shown.
+        assert!(
+            result.ok > 0 && result.failed == 0,
+            "{} ok, {} failed",
+            result.ok,
+            result.failed
+        );
+        assert!(!under_load.is_empty() && !idle.is_empty());
+    }
+}
+
+/// Changes one pod through the API server and times how long the pod API
+/// takes to show each (its resourceVersion), polling every millisecond.
+struct ChangeProbe<'a> {
+    pods: &'a Api<Pod>,
+    port: u16,
+    ca: &'a [u8],
+    headers: &'a [(String, String)],
+    path: String,
+}
+
+impl ChangeProbe<'_> {
+    /// The delay of each change, one change every 100 ms until `deadline`.
+    async fn changes_until(&self, deadline: std::time::Instant) -> Vec<Duration> {
+        use kube::api::{Patch, PatchParams};
+        let mut client = load::Client::connect(self.port, self.ca)
+            .await
+            .expect("a connection for the change probe");
+        let mut delays = Vec::new();
+        let mut round = 0u64;
+        while std::time::Instant::now() < deadline {
+            round += 1;
+            let patch =
+                serde_json::json!({"metadata": {"labels": {"bench/change": round.to_string()}}});
+            let changed = self
+                .pods
+                .patch("alice-0", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("changing the pod");
+            let version = changed
+                .metadata
+                .resource_version
+                .expect("a resourceVersion");
+            let since = std::time::Instant::now();
+            loop {
+                let (status, body) = client
+                    .get(&self.path, self.headers)
+                    .await
+                    .expect("GET the pod");
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                let shown: serde_json::Value =
+                    serde_json::from_slice(&body).expect("a pod summary");
+                if shown["resourceVersion"] == version.as_str() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            delays.push(since.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        delays.sort_unstable();
+        delays
+    }
+}
+
+fn print_changes(when: &str, delays: &[Duration]) {
+    let result = load::LoadResult {
+        ok: delays.len(),
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latencies: delays.to_vec(),
+    };
+    let ms = |p: f64| result.percentile(p).as_secs_f64() * 1e3;
+    println!(
+        "  pod change to API    {when}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} changes; API server watch included)",
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+        delays.len()
     );
 }

@@ -78,6 +78,14 @@ fn main() {
     }));
     let rss = load::rss_kib(server.child.id());
     server.stop();
+    if load::quick() {
+        assert!(
+            result.ok > 0 && result.failed == 0,
+            "{} ok, {} failed",
+            result.ok,
+            result.failed
+        );
+    }
 
     let title = format!(
         "webhook load: POST /mutate/pods, {} byte devenv-pod review, TLS 1.3 keep-alive, HTTP/1.1",

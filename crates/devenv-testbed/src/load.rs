@@ -32,7 +32,7 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
-    fn percentile(&self, p: f64) -> Duration {
+    pub fn percentile(&self, p: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
@@ -114,11 +114,31 @@ impl Client {
             .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_vec())))?;
+        Ok(self.exchange(request).await?.0)
+    }
+
+    /// The status and body of a GET of `path` with `headers`.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<(u16, Bytes), Error> {
+        let mut request = hyper::Request::get(path).header("host", "localhost");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        self.exchange(request.body(Full::new(Bytes::new()))?).await
+    }
+
+    async fn exchange(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, Bytes), Error> {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
-        response.into_body().collect().await?;
-        Ok(status)
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
     }
 }
 
