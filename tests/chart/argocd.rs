@@ -105,7 +105,11 @@ fn the_application_installs_the_chart_as_docs_helm_md_does() {
         source.path
     );
     // A placeholder docs/helm.md says to replace; a git URL all the same.
-    assert!(source.repo_url.starts_with("https://"), "{}", source.repo_url);
+    assert!(
+        source.repo_url.starts_with("https://"),
+        "{}",
+        source.repo_url
+    );
     assert!(!source.target_revision.is_empty());
     assert_eq!(source.helm.release_name, RELEASE);
     assert_eq!(
@@ -144,7 +148,10 @@ fn the_application_installs_the_chart_as_docs_helm_md_does() {
     // And kustomize users do not get it: deploy/kustomization.yaml does not
     // name it.
     let kustomization = fixture("deploy/kustomization.yaml");
-    assert!(!kustomization.contains("argocd"), "deploy/kustomization.yaml");
+    assert!(
+        !kustomization.contains("argocd"),
+        "deploy/kustomization.yaml"
+    );
 }
 
 #[test]
@@ -172,7 +179,11 @@ fn the_application_renders_and_ignores_exactly_the_chart_s_ca_bundles() {
         .iter()
         .map(|i| (i.group.clone(), i.kind.clone(), i.name.clone()))
         .collect();
-    assert_eq!(ignored.len(), app.spec.ignore_differences.len(), "no repeats");
+    assert_eq!(
+        ignored.len(),
+        app.spec.ignore_differences.len(),
+        "no repeats"
+    );
     for ignore in &app.spec.ignore_differences {
         assert_eq!(ignore.jq_path_expressions, [CA_BUNDLE], "{}", ignore.kind);
     }
@@ -194,7 +205,10 @@ fn the_application_renders_and_ignores_exactly_the_chart_s_ca_bundles() {
                 )
             })
             .collect();
-        assert_eq!(webhooks, ignored, "{name}: ignoreDifferences and the chart's webhooks");
+        assert_eq!(
+            webhooks, ignored,
+            "{name}: ignoreDifferences and the chart's webhooks"
+        );
         assert!(
             !docs.iter().any(|d| d["kind"] == "Secret"),
             "{name}: the chart renders a Secret; ignore its data in {APPLICATION}"

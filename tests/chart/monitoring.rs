@@ -32,39 +32,86 @@ const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 
 const DASHBOARD: &str = "charts/devenv-manager/dashboards/devenv-manager.json";
 
-/// The series names the manager exposes, as OpenMetrics encodes them: the
-/// sample names of its registry, with a sample in every family
-/// ([`Metrics::with_every_family`]); each must be what its family's
-/// `# TYPE` says (`_total` of a counter, `_bucket`/`_sum`/`_count` of a
-/// histogram), and every family has its samples.
+/// The manager's metric families and their series, as OpenMetrics encodes
+/// them, from a registry with a sample in every family
+/// ([`Metrics::with_every_family`]; an empty family encodes nothing).
 ///
 /// [`Metrics::with_every_family`]: devenv_manager::metrics::Metrics::with_every_family
-fn exported_series() -> BTreeSet<String> {
+struct Encoded {
+    /// Each family's name and `# TYPE`.
+    families: BTreeMap<String, String>,
+    /// Every sample's name.
+    series: BTreeSet<String>,
+}
+
+fn encoded() -> Encoded {
     let text = devenv_manager::metrics::Metrics::with_every_family().encode();
-    let mut samples = BTreeSet::new();
-    let mut typed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut families = BTreeMap::new();
+    let mut series = BTreeSet::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (family, kind) = rest.split_once(' ').expect("# TYPE name type");
-            let names = match kind {
-                "counter" => vec![format!("{family}_total")],
-                "histogram" => ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .map(|suffix| format!("{family}{suffix}"))
-                    .collect(),
-                "gauge" => vec![family.to_string()],
-                other => panic!("{family}: a {other}, which this test does not know"),
-            };
-            typed.insert(family.to_string(), names);
+            families.insert(family.to_string(), kind.to_string());
         } else if !line.starts_with('#') && !line.is_empty() {
             let end = line.find(['{', ' ']).expect("a sample");
-            samples.insert(line[..end].to_string());
+            series.insert(line[..end].to_string());
         }
     }
-    let derived: BTreeSet<String> = typed.values().flatten().cloned().collect();
-    assert_eq!(samples, derived, "the samples and what # TYPE says");
-    assert!(typed.len() >= 20, "only {} families: {typed:?}", typed.len());
-    samples
+    assert!(families.len() >= 20, "only {families:?}");
+    Encoded { families, series }
+}
+
+/// The series names the manager exposes: each what its family's `# TYPE`
+/// says (`_total` of a counter, `_bucket`/`_sum`/`_count` of a histogram),
+/// and every family has its samples.
+fn exported_series() -> BTreeSet<String> {
+    let Encoded { families, series } = encoded();
+    let derived: BTreeSet<String> = families
+        .iter()
+        .flat_map(|(family, kind)| match kind.as_str() {
+            "counter" => vec![format!("{family}_total")],
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{family}{suffix}"))
+                .collect(),
+            "gauge" => vec![family.clone()],
+            other => panic!("{family}: a {other}, which this test does not know"),
+        })
+        .collect();
+    assert_eq!(series, derived, "the samples and what # TYPE says");
+    series
+}
+
+#[test]
+fn docs_metrics_md_lists_every_metric_the_code_registers() {
+    // The table of its "Metrics" section names a counter with `_total`, as
+    // it is queried.
+    let doc = fixture("docs/metrics.md");
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Metrics\n"))
+        .expect("a Metrics section");
+    let documented: BTreeMap<String, String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let name = cells[0].trim_start_matches("| ").trim_matches('`');
+            (name.to_string(), cells[1].trim().to_string())
+        })
+        .collect();
+    let registered: BTreeMap<String, String> = encoded()
+        .families
+        .into_iter()
+        .map(|(family, kind)| match kind.as_str() {
+            "counter" => (format!("{family}_total"), kind),
+            _ => (family, kind),
+        })
+        .collect();
+    assert_eq!(
+        documented, registered,
+        "docs/metrics.md's table and the registry"
+    );
 }
 
 /// A metric selected by an expression, with its label matchers.
@@ -139,7 +186,9 @@ fn check_expression(
             .iter()
             .any(|(label, op, value)| label == "job" && *op == MatchOp::Equal && value == job);
         if !by_job {
-            return Err(format!("{what}: {name} is not restricted to job=\"{job}\": {expr}"));
+            return Err(format!(
+                "{what}: {name} is not restricted to job=\"{job}\": {expr}"
+            ));
         }
     }
     Ok(())
@@ -227,16 +276,27 @@ fn every_alert_parses_selects_real_metrics_and_has_a_runbook() {
             failures.push(format!("{}: severity {severity:?}", rule.alert));
         }
         for key in ["summary", "description"] {
-            if rule.annotations.get(key).is_none_or(|t| t.trim().is_empty()) {
+            if rule
+                .annotations
+                .get(key)
+                .is_none_or(|t| t.trim().is_empty())
+            {
                 failures.push(format!("{}: no {key}", rule.alert));
             }
         }
         let anchor = rule.alert.to_lowercase();
         if rule.annotations.get("runbook_url") != Some(&format!("{base}#{anchor}")) {
-            failures.push(format!("{}: runbook_url {:?}", rule.alert, rule.annotations.get("runbook_url")));
+            failures.push(format!(
+                "{}: runbook_url {:?}",
+                rule.alert,
+                rule.annotations.get("runbook_url")
+            ));
         }
         if !anchors.contains(&anchor) {
-            failures.push(format!("{}: no `## {}` section in docs/alerts.md", rule.alert, rule.alert));
+            failures.push(format!(
+                "{}: no `## {}` section in docs/alerts.md",
+                rule.alert, rule.alert
+            ));
         }
         if promql_parser::util::duration::parse_duration(&rule.for_).is_err() {
             failures.push(format!("{}: for: {}", rule.alert, rule.for_));
@@ -263,7 +323,10 @@ fn every_alert_parses_selects_real_metrics_and_has_a_runbook() {
         .iter()
         .filter(|a| !rules.iter().any(|r| r.alert.to_lowercase() == **a))
         .collect();
-    assert!(extra.is_empty(), "docs/alerts.md sections without an alert: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "docs/alerts.md sections without an alert: {extra:?}"
+    );
 }
 
 #[test]
@@ -275,7 +338,8 @@ fn the_checks_catch_a_renamed_metric_and_a_missing_job() {
     assert!(renamed.unwrap_err().contains("does not export"));
     // The counter's family name is not a series: counters end in _total.
     assert!(check(r#"operator_reconciles{job="devenv-manager-metrics"}"#).is_err());
-    let unscoped = check(r#"max(operator_leader) + on() sum(operator_leader{job="devenv-manager-metrics"})"#);
+    let unscoped =
+        check(r#"max(operator_leader) + on() sum(operator_leader{job="devenv-manager-metrics"})"#);
     assert!(unscoped.unwrap_err().contains("not restricted"));
     assert!(check(r#"{job="devenv-manager-metrics"}"#).is_err());
     assert!(check("sum(rate(operator_reconciles_total[5m]").is_err());
@@ -299,14 +363,27 @@ fn the_thresholds_and_the_selector_are_values() {
     ]);
     let rules = rules(&rendered(helm, &args));
     let rule = |name: &str| rules.iter().find(|r| r.alert == name).unwrap();
-    assert!(rule("DevenvManagerCertificateExpiringSoon").expr.ends_with("< 604800"));
-    assert!(rule("DevenvManagerCAExpiringSoon").expr.ends_with("< 604800"));
+    assert!(
+        rule("DevenvManagerCertificateExpiringSoon")
+            .expr
+            .ends_with("< 604800")
+    );
+    assert!(
+        rule("DevenvManagerCAExpiringSoon")
+            .expr
+            .ends_with("< 604800")
+    );
     assert!(rule("DevenvManagerWebhookSlow").expr.ends_with("> 2"));
     assert_eq!(rule("DevenvManagerNoLeader").for_, "2m");
     let exported = exported_series();
     for rule in &rules {
-        check_expression(&rule.alert, &rule.expr, "devenv", &exported).unwrap_or_else(|e| panic!("{e}"));
-        assert!(rule.expr.contains(r#"namespace="devenv-system""#), "{}", rule.expr);
+        check_expression(&rule.alert, &rule.expr, "devenv", &exported)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            rule.expr.contains(r#"namespace="devenv-system""#),
+            "{}",
+            rule.expr
+        );
     }
 }
 
@@ -356,11 +433,17 @@ fn selects(selector: &BTreeMap<String, String>, labels: &Value) -> bool {
 fn the_service_monitor_scrapes_the_metrics_port_of_every_replica() {
     let Some(helm) = crate::helm() else { return };
     let defaults = rendered(helm, &[]);
-    let kinds = |docs: &[Value]| docs.iter().filter(|d| {
-        matches!(d["kind"].as_str(), Some("ServiceMonitor" | "PrometheusRule"))
-            || d["metadata"]["name"] == "devenv-manager-metrics"
-            || d["metadata"]["name"] == "devenv-manager-dashboard"
-    }).count();
+    let kinds = |docs: &[Value]| {
+        docs.iter()
+            .filter(|d| {
+                matches!(
+                    d["kind"].as_str(),
+                    Some("ServiceMonitor" | "PrometheusRule")
+                ) || d["metadata"]["name"] == "devenv-manager-metrics"
+                    || d["metadata"]["name"] == "devenv-manager-dashboard"
+            })
+            .count()
+    };
     assert_eq!(kinds(&defaults), 0, "all off by default");
 
     let mut args = MONITORING_ON.to_vec();
@@ -381,7 +464,10 @@ fn the_service_monitor_scrapes_the_metrics_port_of_every_replica() {
             .unwrap_or_else(|e| panic!("ServiceMonitor devenv-manager: {e}"));
     assert_eq!(monitor.api_version, "monitoring.coreos.com/v1");
     assert_eq!(monitor.kind, "ServiceMonitor");
-    assert_eq!(monitor.metadata.labels.unwrap()["release"], "kube-prometheus-stack");
+    assert_eq!(
+        monitor.metadata.labels.unwrap()["release"],
+        "kube-prometheus-stack"
+    );
     let selector = monitor.spec.selector.match_labels.expect("matchLabels");
     let metrics_service = find(&docs, "Service", "devenv-manager-metrics");
     assert!(selects(&selector, &metrics_service["metadata"]["labels"]));
@@ -395,8 +481,14 @@ fn the_service_monitor_scrapes_the_metrics_port_of_every_replica() {
     let [endpoint] = &monitor.spec.endpoints[..] else {
         panic!("one endpoint")
     };
-    assert_eq!((endpoint.path.as_str(), endpoint.scheme.as_str()), ("/metrics", "http"));
-    assert_eq!((endpoint.interval.as_str(), endpoint.scrape_timeout.as_str()), ("30s", "10s"));
+    assert_eq!(
+        (endpoint.path.as_str(), endpoint.scheme.as_str()),
+        ("/metrics", "http")
+    );
+    assert_eq!(
+        (endpoint.interval.as_str(), endpoint.scrape_timeout.as_str()),
+        ("30s", "10s")
+    );
     assert!(endpoint.relabelings.is_empty());
     assert_eq!(endpoint.metric_relabelings[0]["action"], "drop");
     // The endpoint's port is the Service's, whose target is the container's
@@ -406,7 +498,12 @@ fn the_service_monitor_scrapes_the_metrics_port_of_every_replica() {
         .unwrap()
         .iter()
         .find(|p| p["name"] == endpoint.port.as_str())
-        .unwrap_or_else(|| panic!("no port {} on Service devenv-manager-metrics", endpoint.port));
+        .unwrap_or_else(|| {
+            panic!(
+                "no port {} on Service devenv-manager-metrics",
+                endpoint.port
+            )
+        });
     let deployment = find(&docs, "Deployment", "devenv-manager");
     let pod = &deployment["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
@@ -418,7 +515,11 @@ fn the_service_monitor_scrapes_the_metrics_port_of_every_replica() {
         .expect("the targetPort is a container port");
     assert_eq!(target["name"], "metrics");
     let bind = &crate::values::values()["config"]["metrics"]["bind"];
-    assert!(bind.as_str().unwrap().ends_with(&format!(":{}", target["containerPort"])));
+    assert!(
+        bind.as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", target["containerPort"]))
+    );
     let service_selector: BTreeMap<String, String> =
         serde_json::from_value(metrics_service["spec"]["selector"].clone()).unwrap();
     assert!(selects(&service_selector, &pod["metadata"]["labels"]));
@@ -435,7 +536,10 @@ fn substitute_grafana_variables(query: &str) -> String {
     ] {
         out = out.replace(variable, value);
     }
-    assert!(!out.contains('$'), "a Grafana variable this test does not know: {query}");
+    assert!(
+        !out.contains('$'),
+        "a Grafana variable this test does not know: {query}"
+    );
     out
 }
 
@@ -471,7 +575,8 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn every_dashboard_query_parses_and_selects_real_metrics() {
-    let dashboard: Value = serde_json::from_str(&fixture(DASHBOARD)).expect("the dashboard is JSON");
+    let dashboard: Value =
+        serde_json::from_str(&fixture(DASHBOARD)).expect("the dashboard is JSON");
     let exported = exported_series();
     let mut failures = Vec::new();
     let queries = dashboard_queries(&dashboard);
@@ -499,7 +604,10 @@ fn every_dashboard_query_parses_and_selects_real_metrics() {
         for selected in selectors.0 {
             let name = selected.name.expect("a metric name");
             if !exported.contains(&name) {
-                failures.push(format!("variable {}: {name} is not exported", variable["name"]));
+                failures.push(format!(
+                    "variable {}: {name} is not exported",
+                    variable["name"]
+                ));
             }
         }
     }
@@ -543,5 +651,8 @@ fn the_dashboard_config_map_carries_the_dashboard_for_the_sidecar() {
     let docs = rendered(helm, &args);
     let config_map = find(&docs, "ConfigMap", "devenv-manager-dashboard");
     assert_eq!(config_map["metadata"]["namespace"], "monitoring");
-    assert_eq!(config_map["metadata"]["annotations"]["grafana_folder"], "Platform");
+    assert_eq!(
+        config_map["metadata"]["annotations"]["grafana_folder"],
+        "Platform"
+    );
 }
