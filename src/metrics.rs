@@ -61,6 +61,32 @@ impl Metrics {
         })
     }
 
+    /// A registry with a sample in every family. A labelled family encodes
+    /// nothing until its first label set, so only this encoding names every
+    /// series the manager can export: what the chart's tests check the
+    /// alerts' and the dashboard's PromQL against (tests/chart/monitoring.rs).
+    pub fn with_every_family() -> Arc<Self> {
+        let metrics = Metrics::new();
+        metrics.certificate_expires("webhook", 0);
+        metrics.webhook.decided("mutate-pods", true, 0.0);
+        metrics.webhook.refused("mutate-pods", "malformed");
+        metrics.api.answered("unmatched", 404, 0.0);
+        metrics.listeners.sample_every_family("metrics");
+        metrics.certs.renewed(crate::certs::schedule::Step::Create);
+        let operator = &metrics.operator;
+        operator
+            .learner_spaces_by_phase
+            .get_or_create(&crate::operator::metrics::PhaseLabel { phase: "Ready" })
+            .set(0);
+        operator
+            .reconcile_errors
+            .get_or_create(&crate::operator::metrics::CategoryLabel {
+                category: "ApiError",
+            })
+            .inc();
+        metrics
+    }
+
     /// `notAfter` (Unix seconds) of the certificate `listener` serves.
     pub fn certificate_expires(&self, listener: &'static str, not_after: i64) {
         self.tls_expiry

@@ -2,7 +2,7 @@
 //! `learner_namespace_creation_duration_seconds`,
 //! `learner_namespace_deletion_duration_seconds`,
 //! `learner_spaces_by_phase{phase}`, `operator_reconcile_errors_total{category}`,
-//! `operator_reconciles_total`.
+//! `operator_reconciles_total`, `operator_leader`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,6 +32,10 @@ pub struct OperatorMetrics {
     pub learner_spaces_by_phase: Family<PhaseLabel, Gauge>,
     pub reconcile_errors: Family<CategoryLabel, Counter>,
     pub reconciles: Counter,
+    /// 1 while this replica leads (holds the operator's Lease and
+    /// reconciles), else 0: summed over the replicas it says whether any
+    /// one reconciles, which no other metric does (they only stop moving).
+    leader: Gauge,
 }
 
 impl OperatorMetrics {
@@ -43,6 +47,7 @@ impl OperatorMetrics {
             learner_spaces_by_phase: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Counter::default(),
+            leader: Gauge::default(),
         };
         registry.register(
             "learner_namespaces",
@@ -74,6 +79,38 @@ impl OperatorMetrics {
             "LearnerSpace reconciles run",
             metrics.reconciles.clone(),
         );
+        registry.register(
+            "operator_leader",
+            "1 while this replica holds the operator's Lease and reconciles, else 0",
+            metrics.leader.clone(),
+        );
         metrics
+    }
+
+    /// Whether this replica leads now.
+    pub fn leading(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_gauge_follows_the_role() {
+        let mut registry = Registry::default();
+        let metrics = OperatorMetrics::register(&mut registry);
+        let encoded = |registry: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+            out
+        };
+        // Registered before any term, as a standby: 0, never absent.
+        assert!(encoded(&registry).contains("\noperator_leader 0\n"));
+        metrics.leading(true);
+        assert!(encoded(&registry).contains("\noperator_leader 1\n"));
+        metrics.leading(false);
+        assert!(encoded(&registry).contains("\noperator_leader 0\n"));
     }
 }

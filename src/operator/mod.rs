@@ -43,22 +43,29 @@ pub async fn run(
     let settings = leader::LeaseSettings::new(&config.namespace, identity);
     let on_role = {
         let health = health.clone();
-        move |role: leader::Role| match role {
-            leader::Role::Leading => health.set(
-                "operator",
-                State::Ready,
-                "leading: reconciling LearnerSpaces",
-            ),
-            leader::Role::Standby(holder) => health.set(
-                "operator",
-                State::Standby,
-                format!("standing by; {holder} holds the lease"),
-            ),
+        let metrics = metrics.clone();
+        move |role: leader::Role| {
+            metrics.operator.leading(role == leader::Role::Leading);
+            match role {
+                leader::Role::Leading => health.set(
+                    "operator",
+                    State::Ready,
+                    "leading: reconciling LearnerSpaces",
+                ),
+                leader::Role::Standby(holder) => health.set(
+                    "operator",
+                    State::Standby,
+                    format!("standing by; {holder} holds the lease"),
+                ),
+            }
         }
     };
     health.set("operator", State::Standby, "acquiring the leader lease");
-    leader::run_while_leader(client.clone(), settings, shutdown, on_role, move |term| {
-        controller::run(client.clone(), config.clone(), metrics.clone(), term)
-    })
-    .await;
+    let lead = {
+        let (client, metrics) = (client.clone(), metrics.clone());
+        move |term| controller::run(client.clone(), config.clone(), metrics.clone(), term)
+    };
+    leader::run_while_leader(client, settings, shutdown, on_role, lead).await;
+    // Shut down (the lease released, if held): no longer leading.
+    metrics.operator.leading(false);
 }

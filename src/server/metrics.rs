@@ -72,6 +72,15 @@ impl ListenerMetrics {
             .inc();
     }
 
+    /// One sample in each family, as after one connection of `listener`
+    /// that was refused and one that ended: for
+    /// [`crate::metrics::Metrics::with_every_family`].
+    pub fn sample_every_family(&self, listener: &'static str) {
+        drop(self.opened(listener));
+        self.refused(listener);
+        self.closed(listener, Closed::ByPeer);
+    }
+
     pub(super) fn closed(&self, listener: &'static str, why: Closed) {
         self.closed
             .get_or_create(&ClosedLabels {

@@ -13,7 +13,12 @@
 //! - `values.schema.json` refuses wrong types and unknown keys ([`schema`]);
 //! - `values.yaml`'s `config:` has every key of the manager's configuration,
 //!   with `deploy/config.yaml`'s values, and docs/helm.md documents every
-//!   value with its default ([`values`]).
+//!   value with its default ([`values`]);
+//! - with the monitoring values on, the ServiceMonitor scrapes the metrics
+//!   port, and every PromQL expression of the alerts and the dashboard
+//!   parses and selects only metrics the code registers ([`monitoring`]);
+//! - deploy/argocd/application.yaml installs the chart and ignores exactly
+//!   the caBundle of its webhook configurations ([`argocd`]).
 //!
 //! `helm` is `scripts/helm.sh`'s build (`.testbed/bin/helm`); when it is
 //! missing the first test that needs it runs that script (unless
@@ -21,7 +26,9 @@
 //! or fail under `DEVENV_REQUIRE_TESTBED=1`. `kubectl` (for `kustomize`) is
 //! the test bed's.
 
+mod argocd;
 mod drift;
+mod monitoring;
 mod schema;
 mod values;
 
@@ -84,6 +91,7 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
             "config.logLevel=debug",
         ],
     ),
+    ("monitoring on", monitoring::MONITORING_ON),
 ];
 
 /// Writes a line to stderr past libtest's capture.

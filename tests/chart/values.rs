@@ -16,7 +16,7 @@ fn yaml(file: &str) -> Value {
         .remove(0)
 }
 
-fn values() -> Value {
+pub(crate) fn values() -> Value {
     yaml("charts/devenv-manager/values.yaml")
 }
 

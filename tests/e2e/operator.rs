@@ -57,12 +57,25 @@ impl Operator {
             .to_string()
     }
 
-    async fn reconciles(&self) -> u64 {
+    /// The value of the unlabelled metric `name` (0 when absent).
+    async fn sample(&self, name: &str) -> u64 {
         let text = self.server.metrics_text().await;
         text.lines()
-            .find(|l| l.starts_with("operator_reconciles_total "))
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' '))
+            })
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    async fn reconciles(&self) -> u64 {
+        self.sample("operator_reconciles_total").await
+    }
+
+    /// `operator_leader`: 1 while this replica leads.
+    async fn leader(&self) -> u64 {
+        self.sample("operator_leader").await
     }
 }
 
@@ -536,6 +549,8 @@ async fn two_operators_share_one_lease() {
         (b.operator_state().await == "standby").then_some(())
     })
     .await;
+    // What the no-leader alert sums (docs/alerts.md).
+    assert_eq!((a.leader().await, b.leader().await), (1, 0));
 
     create(
         &api,
@@ -567,6 +582,7 @@ async fn two_operators_share_one_lease() {
         (b.operator_state().await == "ready").then_some(())
     })
     .await;
+    assert_eq!(b.leader().await, 1);
     create(&api, &learner_space("after", &format!("{namespace}.after"))).await;
     ready(&api, "after").await;
     b.server.stop().await;

@@ -18,3 +18,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 {{- end }}
+
+{{/*
+The label matchers that pick the manager's series out of everything Prometheus
+scrapes (monitoring.prometheusRule.selector): the metric names alone
+(api_requests_total, ...) are not unique to this project.
+*/}}
+{{- define "devenv-manager.selector" -}}
+{{ .Values.monitoring.prometheusRule.selector }}
+{{- end }}

@@ -79,7 +79,7 @@ pub fn check_typed<T: DeserializeOwned + Serialize>(doc: &Value) -> Result<(), S
 }
 
 /// The shape of an object that is not a k8s-openapi type (kustomize,
-/// cert-manager): the keys it may have, so that a misspelt one is caught.
+/// cert-manager, Prometheus Operator, Argo CD): the keys it may have, so that a misspelt one is caught.
 enum Shape {
     /// A scalar (or anything: not looked into).
     Leaf,
@@ -218,9 +218,194 @@ const CERT_MANAGER_CERTIFICATE: Shape = Shape::Map(&[
     ),
 ]);
 
+/// A Prometheus Operator `RelabelConfig` (monitoring.coreos.com/v1).
+const RELABEL_CONFIG: Shape = Shape::List(&Shape::Map(&[
+    ("sourceLabels", STRINGS),
+    ("separator", Shape::Leaf),
+    ("targetLabel", Shape::Leaf),
+    ("regex", Shape::Leaf),
+    ("modulus", Shape::Leaf),
+    ("replacement", Shape::Leaf),
+    ("action", Shape::Leaf),
+]));
+
+/// monitoring.coreos.com/v1 `ServiceMonitor`: the upstream CRD's fields.
+const SERVICE_MONITOR: Shape = Shape::Map(&[
+    ("apiVersion", Shape::Leaf),
+    ("kind", Shape::Leaf),
+    ("metadata", Shape::Meta),
+    (
+        "spec",
+        Shape::Map(&[
+            ("jobLabel", Shape::Leaf),
+            ("targetLabels", STRINGS),
+            ("podTargetLabels", STRINGS),
+            (
+                "endpoints",
+                Shape::List(&Shape::Map(&[
+                    ("port", Shape::Leaf),
+                    ("targetPort", Shape::Leaf),
+                    ("path", Shape::Leaf),
+                    ("scheme", Shape::Leaf),
+                    ("params", Shape::Leaf),
+                    ("interval", Shape::Leaf),
+                    ("scrapeTimeout", Shape::Leaf),
+                    ("tlsConfig", Shape::Leaf),
+                    ("bearerTokenFile", Shape::Leaf),
+                    ("bearerTokenSecret", Shape::Leaf),
+                    ("authorization", Shape::Leaf),
+                    ("honorLabels", Shape::Leaf),
+                    ("honorTimestamps", Shape::Leaf),
+                    ("trackTimestampsStaleness", Shape::Leaf),
+                    ("basicAuth", Shape::Leaf),
+                    ("oauth2", Shape::Leaf),
+                    ("metricRelabelings", RELABEL_CONFIG),
+                    ("relabelings", RELABEL_CONFIG),
+                    ("proxyUrl", Shape::Leaf),
+                    ("followRedirects", Shape::Leaf),
+                    ("enableHttp2", Shape::Leaf),
+                    ("filterRunning", Shape::Leaf),
+                ])),
+            ),
+            ("selector", Shape::Leaf),
+            (
+                "namespaceSelector",
+                Shape::Map(&[("any", Shape::Leaf), ("matchNames", STRINGS)]),
+            ),
+            ("sampleLimit", Shape::Leaf),
+            ("scrapeProtocols", STRINGS),
+            ("targetLimit", Shape::Leaf),
+            ("labelLimit", Shape::Leaf),
+            ("labelNameLengthLimit", Shape::Leaf),
+            ("labelValueLengthLimit", Shape::Leaf),
+            ("keepDroppedTargets", Shape::Leaf),
+            ("attachMetadata", Shape::Leaf),
+            ("scrapeClass", Shape::Leaf),
+            ("bodySizeLimit", Shape::Leaf),
+        ]),
+    ),
+]);
+
+/// monitoring.coreos.com/v1 `PrometheusRule`: the upstream CRD's fields.
+const PROMETHEUS_RULE: Shape = Shape::Map(&[
+    ("apiVersion", Shape::Leaf),
+    ("kind", Shape::Leaf),
+    ("metadata", Shape::Meta),
+    (
+        "spec",
+        Shape::Map(&[(
+            "groups",
+            Shape::List(&Shape::Map(&[
+                ("name", Shape::Leaf),
+                ("labels", Shape::Leaf),
+                ("interval", Shape::Leaf),
+                ("query_offset", Shape::Leaf),
+                ("limit", Shape::Leaf),
+                ("partial_response_strategy", Shape::Leaf),
+                (
+                    "rules",
+                    Shape::List(&Shape::Map(&[
+                        ("record", Shape::Leaf),
+                        ("alert", Shape::Leaf),
+                        ("expr", Shape::Leaf),
+                        ("for", Shape::Leaf),
+                        ("keep_firing_for", Shape::Leaf),
+                        ("labels", Shape::Leaf),
+                        ("annotations", Shape::Leaf),
+                    ])),
+                ),
+            ])),
+        )]),
+    ),
+]);
+
+/// Argo CD's argoproj.io/v1alpha1 `Application`, the fields
+/// deploy/argocd/application.yaml may use (a single Helm source).
+const ARGOCD_APPLICATION: Shape = Shape::Map(&[
+    ("apiVersion", Shape::Leaf),
+    ("kind", Shape::Leaf),
+    ("metadata", Shape::Meta),
+    (
+        "spec",
+        Shape::Map(&[
+            ("project", Shape::Leaf),
+            (
+                "source",
+                Shape::Map(&[
+                    ("repoURL", Shape::Leaf),
+                    ("targetRevision", Shape::Leaf),
+                    ("path", Shape::Leaf),
+                    ("chart", Shape::Leaf),
+                    (
+                        "helm",
+                        Shape::Map(&[
+                            ("releaseName", Shape::Leaf),
+                            ("valueFiles", STRINGS),
+                            ("values", Shape::Leaf),
+                            ("valuesObject", Shape::Leaf),
+                            ("parameters", Shape::Leaf),
+                            ("skipCrds", Shape::Leaf),
+                            ("skipSchemaValidation", Shape::Leaf),
+                            ("skipTests", Shape::Leaf),
+                            ("version", Shape::Leaf),
+                            ("passCredentials", Shape::Leaf),
+                            ("ignoreMissingValueFiles", Shape::Leaf),
+                            ("namespace", Shape::Leaf),
+                            ("kubeVersion", Shape::Leaf),
+                            ("apiVersions", STRINGS),
+                        ]),
+                    ),
+                ]),
+            ),
+            (
+                "destination",
+                Shape::Map(&[
+                    ("server", Shape::Leaf),
+                    ("name", Shape::Leaf),
+                    ("namespace", Shape::Leaf),
+                ]),
+            ),
+            (
+                "syncPolicy",
+                Shape::Map(&[
+                    (
+                        "automated",
+                        Shape::Map(&[
+                            ("prune", Shape::Leaf),
+                            ("selfHeal", Shape::Leaf),
+                            ("allowEmpty", Shape::Leaf),
+                            ("enabled", Shape::Leaf),
+                        ]),
+                    ),
+                    ("syncOptions", STRINGS),
+                    ("retry", Shape::Leaf),
+                    (
+                        "managedNamespaceMetadata",
+                        Shape::Map(&[("labels", Shape::Leaf), ("annotations", Shape::Leaf)]),
+                    ),
+                ]),
+            ),
+            (
+                "ignoreDifferences",
+                Shape::List(&Shape::Map(&[
+                    ("group", Shape::Leaf),
+                    ("kind", Shape::Leaf),
+                    ("name", Shape::Leaf),
+                    ("namespace", Shape::Leaf),
+                    ("jsonPointers", STRINGS),
+                    ("jqPathExpressions", STRINGS),
+                    ("managedFieldsManagers", STRINGS),
+                ])),
+            ),
+            ("revisionHistoryLimit", Shape::Leaf),
+            ("info", Shape::Leaf),
+        ]),
+    ),
+]);
+
 /// Checks one document of any kind the manifests and the chart use: a
 /// k8s-openapi type with no unknown field, or a known shape (kustomize,
-/// cert-manager); an unknown kind is an error.
+/// cert-manager, Prometheus Operator, Argo CD); an unknown kind is an error.
 pub fn check_document(doc: &Value) -> Result<(), String> {
     let shaped = |shape: &Shape| {
         let mut out = Vec::new();
@@ -291,6 +476,9 @@ pub fn check_document(doc: &Value) -> Result<(), String> {
         | ("kustomize.config.k8s.io/v1alpha1", "Component") => shaped(&KUSTOMIZATION),
         ("cert-manager.io/v1", "Issuer") => shaped(&CERT_MANAGER_ISSUER),
         ("cert-manager.io/v1", "Certificate") => shaped(&CERT_MANAGER_CERTIFICATE),
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => shaped(&SERVICE_MONITOR),
+        ("monitoring.coreos.com/v1", "PrometheusRule") => shaped(&PROMETHEUS_RULE),
+        ("argoproj.io/v1alpha1", "Application") => shaped(&ARGOCD_APPLICATION),
         (api_version, kind) => Err(format!(
             "no check for {api_version} {kind}: add its type to check_document in crates/devenv-testbed/src/typed.rs"
         )),
