@@ -11,6 +11,8 @@
 //!   type with no unknown field ([`devenv_testbed::typed`], shared with
 //!   `tests/manifests`);
 //! - `values.schema.json` refuses wrong types and unknown keys ([`schema`]);
+//! - `webhook.caBundle` puts a CA bundle of your own in both webhook
+//!   configurations and the manager in `files` mode ([`ca_bundle`]);
 //! - `values.yaml`'s `config:` has every key of the manager's configuration,
 //!   with `deploy/config.yaml`'s values, and docs/helm.md documents every
 //!   value with its default ([`values`]).
@@ -21,6 +23,7 @@
 //! or fail under `DEVENV_REQUIRE_TESTBED=1`. `kubectl` (for `kustomize`) is
 //! the test bed's.
 
+mod ca_bundle;
 mod drift;
 mod schema;
 mod values;
@@ -64,6 +67,10 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
             "--set",
             "networkPolicy.enabled=false",
         ],
+    ),
+    (
+        "a CA bundle of your own",
+        &["--set", ca_bundle::PLACEHOLDER],
     ),
     (
         "scheduling, digest, rollout on config change",

@@ -18,3 +18,18 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 {{- end }}
+
+{{/*
+"true" when the manager serves a certificate from mounted files (Secret
+devenv-manager-tls, CERTS_MODE=files) rather than its self-managed ones:
+cert-manager's, or the user's own whose CA is webhook.caBundle. Both at once
+would have two writers of the webhooks' caBundle: refused.
+*/}}
+{{- define "devenv-manager.certFiles" -}}
+{{- if and .Values.certManager.enabled .Values.webhook.caBundle -}}
+{{- fail "webhook.caBundle and certManager.enabled=true exclude each other: cert-manager's CA injector writes the webhooks' caBundle; set only one" -}}
+{{- end -}}
+{{- if or .Values.certManager.enabled .Values.webhook.caBundle -}}
+true
+{{- end -}}
+{{- end }}
