@@ -75,7 +75,8 @@ impl std::fmt::Display for BaseUrl {
     }
 }
 
-type Connector = Timed<HttpsConnector<HttpConnector>>;
+/// The connector of [`http_client`] (also `devenv-manager check`'s).
+pub(crate) type Connector = Timed<HttpsConnector<HttpConnector>>;
 
 pub struct ManagerClient {
     base: BaseUrl,
@@ -237,7 +238,7 @@ fn answer<T: serde::de::DeserializeOwned>(
 }
 
 /// Only the given CA: never the system roots.
-fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError> {
+pub(crate) fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError> {
     let (pem, origin) = match ca {
         Ca::File(path) => (
             std::fs::read(&path).map_err(|e| {
@@ -261,9 +262,13 @@ fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError> {
 
 /// hyper's pooled client over rustls (ring, as the server), HTTP/2 or
 /// HTTP/1.1 by ALPN, plain http allowed (`manager_url` decided when).
-fn http_client(
+pub(crate) fn http_client<B>(
     roots: rustls::RootCertStore,
-) -> Result<Client<Connector, Empty<Bytes>>, ClientError> {
+) -> Result<Client<Connector, B>, ClientError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -342,7 +347,7 @@ const TIMED_OUT: &str = "timed out";
 /// The innermost cause of a client error ("Connection refused (os error
 /// 111)", "invalid peer certificate: UnknownIssuer"), which is what a person
 /// needs to read; any timeout reads "timed out".
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     loop {
         if cause
@@ -366,7 +371,7 @@ struct ConnectTimedOut;
 /// A connector that gives up after [`CONNECT_TIMEOUT`], TLS handshake
 /// included (`HttpConnector`'s own timeout covers the TCP connect only).
 #[derive(Clone)]
-struct Timed<C>(C);
+pub(crate) struct Timed<C>(C);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

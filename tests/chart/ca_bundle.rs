@@ -98,12 +98,7 @@ fn a_ca_bundle_value_and_cert_manager_are_refused_together() {
     let Some(helm) = crate::helm() else { return };
     let error = template(
         helm,
-        &[
-            "--set",
-            "certManager.enabled=true",
-            "--set",
-            PLACEHOLDER,
-        ],
+        &["--set", "certManager.enabled=true", "--set", PLACEHOLDER],
     )
     .expect_err("both rendered");
     assert!(

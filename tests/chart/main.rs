@@ -17,6 +17,7 @@
 //!   with `deploy/config.yaml`'s values, and docs/helm.md documents every
 //!   value with its default ([`values`]).
 //!
+//! - the `helm test` and pre-delete hooks are what they must be ([`hooks`]);
 //! - Helm 4 lints the chart as strictly and renders the same objects
 //!   ([`helm4`]).
 //!
@@ -29,6 +30,7 @@
 mod ca_bundle;
 mod drift;
 mod helm4;
+mod hooks;
 mod schema;
 mod values;
 
@@ -208,7 +210,10 @@ fn built(which: Helm) -> Option<&'static Path> {
             which.candidates()
         ),
         None => {
-            skip(&format!("{} not built (run scripts/helm.sh)", which.binary()));
+            skip(&format!(
+                "{} not built (run scripts/helm.sh)",
+                which.binary()
+            ));
             None
         }
     }

@@ -33,3 +33,32 @@ would have two writers of the webhooks' caBundle: refused.
 true
 {{- end -}}
 {{- end }}
+
+{{/*
+The pod and container security contexts of every pod the chart runs (the
+manager, the test Pod, the uninstall Job): restricted Pod Security, as
+devenv-system enforces.
+*/}}
+{{- define "devenv-manager.podSecurityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  # Group of mounted files (Secret devenv-manager-tls, 0440).
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}
+
+{{- define "devenv-manager.containerSecurityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}
