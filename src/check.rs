@@ -11,15 +11,23 @@
 //!
 //! The requests and verdicts are pure (unit-tested below); [`run`] sends
 //! them, retrying each until it passes or the deadline comes, since a test
-//! may start while a replica is still syncing.
+//! may start while a replica is still syncing. A Service name of the pod's
+//! own namespace is resolved through the variables Kubernetes sets in every
+//! pod (`DEVENV_MANAGER_SERVICE_HOST`), so the check needs no cluster DNS
+//! (the test bed's node has none); other names through the system resolver.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::dns::Name;
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
@@ -76,6 +84,9 @@ pub struct Targets {
     pub learnerspace_namespace: String,
     /// How long each probe is retried.
     pub timeout: Duration,
+    /// The namespace this runs in (`POD_NAMESPACE`), whose Services'
+    /// addresses are in the environment; `None`: DNS only.
+    pub pod_namespace: Option<String>,
 }
 
 /// One probe: its name, its request and the verdict on the answer (a line
@@ -269,8 +280,11 @@ fn excerpt(body: &[u8]) -> String {
 pub async fn run(targets: &Targets) -> Result<Vec<String>, CheckError> {
     let roots = client::trusted_roots(Ca::File(targets.ca.clone()))
         .map_err(|e| CheckError::Setup(e.to_string()))?;
-    let http: Client<Connector, Full<Bytes>> =
-        client::http_client(roots).map_err(|e| CheckError::Setup(e.to_string()))?;
+    let resolver = ServiceEnvResolver {
+        namespace: targets.pod_namespace.clone(),
+    };
+    let http: Client<Connector<ServiceEnvResolver>, Full<Bytes>> =
+        client::http_client_with(roots, resolver).map_err(|e| CheckError::Setup(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + targets.timeout;
     let mut passed = Vec::new();
     for probe in probes(targets)? {
@@ -291,7 +305,10 @@ pub async fn run(targets: &Targets) -> Result<Vec<String>, CheckError> {
 }
 
 /// One try of a probe.
-async fn send(http: &Client<Connector, Full<Bytes>>, probe: &Probe) -> Result<String, CheckError> {
+async fn send(
+    http: &Client<Connector<ServiceEnvResolver>, Full<Bytes>>,
+    probe: &Probe,
+) -> Result<String, CheckError> {
     let unreachable = |reason: String| CheckError::Unreachable {
         what: probe.what,
         url: probe.url.clone(),
@@ -326,6 +343,58 @@ async fn send(http: &Client<Connector, Full<Bytes>>, probe: &Probe) -> Result<St
         })
 }
 
+/// The variable that holds the address of `host`, when `host` names a
+/// Service of `namespace` (`NAME.NAMESPACE.svc`, optionally followed by
+/// `.cluster.local`): `NAME_SERVICE_HOST`, upper case, `-` as `_`, as the
+/// kubelet sets it.
+pub fn service_host_variable(host: &str, namespace: &str) -> Option<String> {
+    let host = host.trim_end_matches('.');
+    let rest = host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| host.strip_suffix(".svc"))?;
+    let (service, in_namespace) = rest.split_once('.')?;
+    (in_namespace == namespace && !service.is_empty())
+        .then(|| format!("{}_SERVICE_HOST", service.to_uppercase().replace('-', "_")))
+}
+
+/// Resolves Services of its namespace from the environment
+/// ([`service_host_variable`]), anything else through the system resolver.
+#[derive(Clone)]
+pub struct ServiceEnvResolver {
+    namespace: Option<String>,
+}
+
+type Resolved =
+    Pin<Box<dyn Future<Output = std::io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
+
+impl tower_service::Service<Name> for ServiceEnvResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Resolved;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let from_env = self
+            .namespace
+            .as_deref()
+            .and_then(|ns| service_host_variable(name.as_str(), ns))
+            .and_then(|variable| std::env::var(variable).ok())
+            .and_then(|value| value.parse::<IpAddr>().ok());
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            if let Some(ip) = from_env {
+                return Ok(vec![SocketAddr::new(ip, 0)].into_iter());
+            }
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            Ok(found.into_iter())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +408,42 @@ mod tests {
             ca: PathBuf::from("/etc/devenv-manager/ca/ca.crt"),
             learnerspace_namespace: "aivo-system".to_string(),
             timeout: Duration::from_secs(60),
+            pod_namespace: Some("devenv-system".to_string()),
         }
+    }
+
+    #[test]
+    fn services_of_the_own_namespace_are_found_in_the_environment() {
+        for host in [
+            "devenv-manager.devenv-system.svc",
+            "devenv-manager.devenv-system.svc.cluster.local",
+            "devenv-manager.devenv-system.svc.cluster.local.",
+        ] {
+            assert_eq!(
+                service_host_variable(host, "devenv-system").as_deref(),
+                Some("DEVENV_MANAGER_SERVICE_HOST"),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            service_host_variable(
+                "devenv-manager-test-metrics.devenv-system.svc",
+                "devenv-system"
+            )
+            .as_deref(),
+            Some("DEVENV_MANAGER_TEST_METRICS_SERVICE_HOST")
+        );
+        // Another namespace's Services are not in this pod's environment.
+        assert_eq!(
+            service_host_variable("devenv-manager.other.svc", "devenv-system"),
+            None
+        );
+        assert_eq!(service_host_variable("localhost", "devenv-system"), None);
+        assert_eq!(service_host_variable("example.com", "devenv-system"), None);
+        assert_eq!(
+            service_host_variable(".devenv-system.svc", "devenv-system"),
+            None
+        );
     }
 
     #[test]

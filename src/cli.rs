@@ -67,6 +67,10 @@ struct CheckArgs {
     /// How long each check is retried before it fails.
     #[arg(long, default_value_t = 60)]
     timeout_seconds: u64,
+    /// The namespace this runs in: its Services' addresses are read from the
+    /// environment Kubernetes sets (no cluster DNS needed).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +228,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ca: args.ca,
         learnerspace_namespace: args.learnerspace_namespace,
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
+        pod_namespace: args.pod_namespace,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     for line in runtime.block_on(crate::check::run(&targets))? {

@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -75,8 +76,9 @@ impl std::fmt::Display for BaseUrl {
     }
 }
 
-/// The connector of [`http_client`] (also `devenv-manager check`'s).
-pub(crate) type Connector = Timed<HttpsConnector<HttpConnector>>;
+/// The connector of [`http_client`] (also `devenv-manager check`'s, with
+/// its own resolver).
+pub(crate) type Connector<R = GaiResolver> = Timed<HttpsConnector<HttpConnector<R>>>;
 
 pub struct ManagerClient {
     base: BaseUrl,
@@ -262,12 +264,24 @@ pub(crate) fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError
 
 /// hyper's pooled client over rustls (ring, as the server), HTTP/2 or
 /// HTTP/1.1 by ALPN, plain http allowed (`manager_url` decided when).
-pub(crate) fn http_client<B>(
+fn http_client(
     roots: rustls::RootCertStore,
-) -> Result<Client<Connector, B>, ClientError>
+) -> Result<Client<Connector, Empty<Bytes>>, ClientError> {
+    http_client_with(roots, GaiResolver::new())
+}
+
+/// [`http_client`] with another body type and name resolver.
+pub(crate) fn http_client_with<B, R>(
+    roots: rustls::RootCertStore,
+    resolver: R,
+) -> Result<Client<Connector<R>, B>, ClientError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
+    R: tower_service::Service<Name> + Clone + Send + Sync + 'static,
+    R::Response: Iterator<Item = std::net::SocketAddr>,
+    R::Error: Into<BoxError>,
+    R::Future: Send,
 {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -276,7 +290,7 @@ where
     .map_err(|e| ClientError::Setup(format!("cannot set up TLS: {e}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut tcp = HttpConnector::new();
+    let mut tcp = HttpConnector::new_with_resolver(resolver);
     // The TLS layer takes https URLs; it hands this the TCP part.
     tcp.enforce_http(false);
     tcp.set_nodelay(true);

@@ -132,19 +132,8 @@ impl Helm {
         }
     }
 
-    /// Where it is looked for: `$DEVENV_HELM` (`$DEVENV_HELM4`), then
-    /// `.testbed/bin/` of this repository (where `scripts/helm.sh` builds
-    /// it), then the test bed's bin directory (`$DEVENV_TESTBED_BIN`).
     fn candidates(self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Some(path) = std::env::var_os(self.env()) {
-            out.push(PathBuf::from(path));
-        }
-        out.push(repo_dir().join(".testbed/bin").join(self.binary()));
-        if let Some(bin) = std::env::var_os("DEVENV_TESTBED_BIN") {
-            out.push(PathBuf::from(bin).join(self.binary()));
-        }
-        out
+        devenv_testbed::helm_candidates(self.binary(), self.env())
     }
 
     fn find(self) -> Option<PathBuf> {

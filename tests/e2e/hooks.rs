@@ -32,6 +32,7 @@ fn targets(server: &Server) -> Targets {
         ca: server.cert_dir.join("ca.crt"),
         learnerspace_namespace: "aivo-system".to_string(),
         timeout: Duration::from_secs(60),
+        pod_namespace: None,
     }
 }
 
