@@ -143,7 +143,7 @@ impl Probe {
 }
 
 /// The uid of the probe's AdmissionReview (the answer must carry it back).
-pub const REVIEW_UID: &str = "00000000-0000-4000-8000-devenvcheck0";
+pub const REVIEW_UID: &str = "00000000-0000-4000-8000-00000000c4ec";
 
 /// An AdmissionReview of a CREATE of a valid LearnerSpace, as the API
 /// server would send it.
