@@ -15,8 +15,7 @@
 //!   configurations and the manager in `files` mode ([`ca_bundle`]);
 //! - `values.yaml`'s `config:` has every key of the manager's configuration,
 //!   with `deploy/config.yaml`'s values, and docs/helm.md documents every
-//!   value with its default ([`values`]).
-//!
+//!   value with its default ([`values`]);
 //! - the `helm test` and pre-delete hooks are what they must be ([`hooks`]);
 //! - Helm 4 lints the chart as strictly and renders the same objects
 //!   ([`helm4`]).
