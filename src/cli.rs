@@ -39,6 +39,38 @@ enum Command {
     /// Print, as YAML, every object the operator would create for the
     /// LearnerSpace(s) in a file.
     Render(RenderArgs),
+    /// Check a running installation from inside the cluster: the webhook,
+    /// the pod API's health and the metrics endpoint (the chart's `helm test`).
+    Check(CheckArgs),
+    /// Delete both devenv-manager webhook configurations, as the in-cluster
+    /// (or kubeconfig's) identity: the chart's pre-delete hook.
+    Unregister,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The webhook's base URL.
+    #[arg(long, default_value = "https://devenv-manager.devenv-system.svc:443")]
+    webhook_url: String,
+    /// The pod API's base URL.
+    #[arg(long, default_value = "https://devenv-manager.devenv-system.svc:8080")]
+    api_url: String,
+    /// The metrics endpoint's base URL (plain HTTP).
+    #[arg(long)]
+    metrics_url: String,
+    /// PEM file of the CA that signed the serving certificate.
+    #[arg(long, value_name = "FILE")]
+    ca: PathBuf,
+    /// The namespace of the LearnerSpace sent to the webhook (`operator.namespace`).
+    #[arg(long, default_value = "aivo-system")]
+    learnerspace_namespace: String,
+    /// How long each check is retried before it fails.
+    #[arg(long, default_value_t = 60)]
+    timeout_seconds: u64,
+    /// The namespace this runs in: its Services' addresses are read from the
+    /// environment Kubernetes sets (no cluster DNS needed).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +212,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Admit(args) => admit(args),
         Command::Render(args) => render(args),
+        Command::Check(args) => check(args),
+        Command::Unregister => unregister(),
     }
+}
+
+/// Every probe of `devenv-manager check`, a line each; fails on the first
+/// that does not pass within the timeout.
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let targets = crate::check::Targets {
+        webhook: args.webhook_url,
+        api: args.api_url,
+        metrics: args.metrics_url,
+        ca: args.ca,
+        learnerspace_namespace: args.learnerspace_namespace,
+        timeout: std::time::Duration::from_secs(args.timeout_seconds),
+        pod_namespace: args.pod_namespace,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    for line in runtime.block_on(crate::check::run(&targets))? {
+        eprintln!("ok: {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unregister() -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let lines = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API server")?;
+        Ok::<_, anyhow::Error>(crate::webhook::unregister::delete_configurations(client).await?)
+    })?;
+    for line in lines {
+        eprintln!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {

@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -75,7 +76,9 @@ impl std::fmt::Display for BaseUrl {
     }
 }
 
-type Connector = Timed<HttpsConnector<HttpConnector>>;
+/// The connector of [`http_client`] (also `devenv-manager check`'s, with
+/// its own resolver).
+pub(crate) type Connector<R = GaiResolver> = Timed<HttpsConnector<HttpConnector<R>>>;
 
 pub struct ManagerClient {
     base: BaseUrl,
@@ -237,7 +240,7 @@ fn answer<T: serde::de::DeserializeOwned>(
 }
 
 /// Only the given CA: never the system roots.
-fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError> {
+pub(crate) fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError> {
     let (pem, origin) = match ca {
         Ca::File(path) => (
             std::fs::read(&path).map_err(|e| {
@@ -264,6 +267,22 @@ fn trusted_roots(ca: Ca) -> Result<rustls::RootCertStore, ClientError> {
 fn http_client(
     roots: rustls::RootCertStore,
 ) -> Result<Client<Connector, Empty<Bytes>>, ClientError> {
+    http_client_with(roots, GaiResolver::new())
+}
+
+/// [`http_client`] with another body type and name resolver.
+pub(crate) fn http_client_with<B, R>(
+    roots: rustls::RootCertStore,
+    resolver: R,
+) -> Result<Client<Connector<R>, B>, ClientError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    R: tower_service::Service<Name> + Clone + Send + Sync + 'static,
+    R::Response: Iterator<Item = std::net::SocketAddr>,
+    R::Error: Into<BoxError>,
+    R::Future: Send,
+{
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -271,7 +290,7 @@ fn http_client(
     .map_err(|e| ClientError::Setup(format!("cannot set up TLS: {e}")))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut tcp = HttpConnector::new();
+    let mut tcp = HttpConnector::new_with_resolver(resolver);
     // The TLS layer takes https URLs; it hands this the TCP part.
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -342,7 +361,7 @@ const TIMED_OUT: &str = "timed out";
 /// The innermost cause of a client error ("Connection refused (os error
 /// 111)", "invalid peer certificate: UnknownIssuer"), which is what a person
 /// needs to read; any timeout reads "timed out".
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     loop {
         if cause
@@ -366,7 +385,7 @@ struct ConnectTimedOut;
 /// A connector that gives up after [`CONNECT_TIMEOUT`], TLS handshake
 /// included (`HttpConnector`'s own timeout covers the TCP connect only).
 #[derive(Clone)]
-struct Timed<C>(C);
+pub(crate) struct Timed<C>(C);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

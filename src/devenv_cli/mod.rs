@@ -5,7 +5,7 @@
 //!
 //! Errors print one line on standard error and exit 1; usage errors exit 2.
 
-mod client;
+pub(crate) mod client;
 mod output;
 
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ pub mod pods;
 pub mod registration;
 pub mod review;
 pub mod routes;
+pub mod unregister;
 
 use std::fmt;
 

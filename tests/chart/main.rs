@@ -11,6 +11,8 @@
 //!   type with no unknown field ([`devenv_testbed::typed`], shared with
 //!   `tests/manifests`);
 //! - `values.schema.json` refuses wrong types and unknown keys ([`schema`]);
+//! - `webhook.caBundle` puts a CA bundle of your own in both webhook
+//!   configurations and the manager in `files` mode ([`ca_bundle`]);
 //! - `values.yaml`'s `config:` has every key of the manager's configuration,
 //!   with `deploy/config.yaml`'s values, and docs/helm.md documents every
 //!   value with its default ([`values`]);
@@ -18,16 +20,22 @@
 //!   port, and every PromQL expression of the alerts and the dashboard
 //!   parses and selects only metrics the code registers ([`monitoring`]);
 //! - deploy/argocd/application.yaml installs the chart and ignores exactly
-//!   the caBundle of its webhook configurations ([`argocd`]).
+//!   the caBundle of its webhook configurations ([`argocd`]);
+//! - the `helm test` and pre-delete hooks are what they must be ([`hooks`]);
+//! - Helm 4 lints the chart as strictly and renders the same objects
+//!   ([`helm4`]).
 //!
-//! `helm` is `scripts/helm.sh`'s build (`.testbed/bin/helm`); when it is
-//! missing the first test that needs it runs that script (unless
+//! `helm` and `helm4` are `scripts/helm.sh`'s builds (`.testbed/bin/`); when
+//! one is missing the first test that needs it runs that script (unless
 //! `DEVENV_TESTBED_BUILD=0`), and without it the tests skip with one line,
 //! or fail under `DEVENV_REQUIRE_TESTBED=1`. `kubectl` (for `kustomize`) is
 //! the test bed's.
 
 mod argocd;
+mod ca_bundle;
 mod drift;
+mod helm4;
+mod hooks;
 mod monitoring;
 mod schema;
 mod values;
@@ -73,6 +81,10 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "a CA bundle of your own",
+        &["--set", ca_bundle::PLACEHOLDER],
+    ),
+    (
         "scheduling, digest, rollout on config change",
         &[
             "--set",
@@ -103,38 +115,53 @@ fn require_testbed() -> bool {
     std::env::var("DEVENV_REQUIRE_TESTBED").as_deref() == Ok("1")
 }
 
-/// Where `helm` is looked for: `$DEVENV_HELM`, then `.testbed/bin/helm` of
-/// this repository (where `scripts/helm.sh` builds it), then the test bed's
-/// bin directory (`$DEVENV_TESTBED_BIN`).
-fn helm_candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(path) = std::env::var_os("DEVENV_HELM") {
-        out.push(PathBuf::from(path));
-    }
-    out.push(repo_dir().join(".testbed/bin/helm"));
-    if let Some(bin) = std::env::var_os("DEVENV_TESTBED_BIN") {
-        out.push(PathBuf::from(bin).join("helm"));
-    }
-    out
+/// Helm 3 (`helm`, the version the tests render with) and Helm 4
+/// (`helm4`, which must lint and render the same): both built by
+/// `scripts/helm.sh`.
+#[derive(Clone, Copy, Debug)]
+enum Helm {
+    V3,
+    V4,
 }
 
-/// `helm`, built by `scripts/helm.sh` (once per process, under a `flock`
-/// so that parallel test binaries build it once) when missing; `None`
-/// after printing why the calling test skips.
-fn helm() -> Option<&'static Path> {
-    static HELM: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let found = HELM.get_or_init(|| {
-        if let Some(path) = helm_candidates().into_iter().find(|p| p.is_file()) {
-            return Some(path);
+impl Helm {
+    fn binary(self) -> &'static str {
+        match self {
+            Helm::V3 => "helm",
+            Helm::V4 => "helm4",
         }
+    }
+
+    fn env(self) -> &'static str {
+        match self {
+            Helm::V3 => "DEVENV_HELM",
+            Helm::V4 => "DEVENV_HELM4",
+        }
+    }
+
+    fn candidates(self) -> Vec<PathBuf> {
+        devenv_testbed::helm_candidates(self.binary(), self.env())
+    }
+
+    fn find(self) -> Option<PathBuf> {
+        self.candidates().into_iter().find(|p| p.is_file())
+    }
+}
+
+/// Runs `scripts/helm.sh` (which builds both) once per process, under a
+/// `flock` so that parallel test binaries build them once, unless
+/// `DEVENV_TESTBED_BUILD=0`; whether it succeeded.
+fn build_helm() -> bool {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    *BUILT.get_or_init(|| {
         if std::env::var("DEVENV_TESTBED_BUILD").as_deref() == Ok("0") {
-            return None;
+            return false;
         }
         let script = repo_dir().join("scripts/helm.sh");
         let lock = repo_dir().join(".testbed/.helm-build.lock");
         let _ = std::fs::create_dir_all(repo_dir().join(".testbed"));
         uncaptured(&format!(
-            "chart: building helm with {} (once; a few minutes; DEVENV_TESTBED_BUILD=0 skips this)",
+            "chart: building helm and helm4 with {} (once; minutes; DEVENV_TESTBED_BUILD=0 skips this)",
             script.display()
         ));
         let output = Command::new("flock")
@@ -145,35 +172,57 @@ fn helm() -> Option<&'static Path> {
             .stderr(Stdio::inherit())
             .output();
         match output {
-            Ok(out) if out.status.success() => {
-                let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-                path.is_file().then_some(path)
-            }
+            Ok(out) if out.status.success() => true,
             Ok(out) => {
                 uncaptured(&format!(
                     "chart: {} failed ({})",
                     script.display(),
                     out.status
                 ));
-                None
+                false
             }
             Err(e) => {
                 uncaptured(&format!("chart: cannot run {}: {e}", script.display()));
-                None
+                false
             }
         }
+    })
+}
+
+/// `helm` or `helm4`, built when missing; `None` after printing why the
+/// calling test skips.
+fn built(which: Helm) -> Option<&'static Path> {
+    static FOUND: [OnceLock<Option<PathBuf>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let found = FOUND[which as usize].get_or_init(|| {
+        which
+            .find()
+            .or_else(|| build_helm().then(|| which.find()).flatten())
     });
     match found {
         Some(path) => Some(path),
         None if require_testbed() => panic!(
-            "DEVENV_REQUIRE_TESTBED=1 but helm is not built (looked at {:?}): run scripts/helm.sh",
-            helm_candidates()
+            "DEVENV_REQUIRE_TESTBED=1 but {} is not built (looked at {:?}): run scripts/helm.sh",
+            which.binary(),
+            which.candidates()
         ),
         None => {
-            skip("helm not built (run scripts/helm.sh)");
+            skip(&format!(
+                "{} not built (run scripts/helm.sh)",
+                which.binary()
+            ));
             None
         }
     }
+}
+
+/// Helm 3, the one every test renders with.
+fn helm() -> Option<&'static Path> {
+    built(Helm::V3)
+}
+
+/// Helm 4 ([`helm4`]).
+fn helm4() -> Option<&'static Path> {
+    built(Helm::V4)
 }
 
 /// The test bed's `kubectl` (for `kubectl kustomize`); `None` after printing
@@ -257,6 +306,11 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 #[test]
 fn helm_lint_strict_passes_under_every_value_set() {
     let Some(helm) = helm() else { return };
+    lint_every_value_set(helm);
+}
+
+/// `helm lint --strict` with each value set passes.
+fn lint_every_value_set(helm: &Path) {
     for (name, args) in VALUE_SETS {
         let mut all = vec!["lint", "--strict", CHART, "--namespace", NAMESPACE];
         all.extend_from_slice(args);

@@ -21,11 +21,13 @@
 //! - [`pod_api`]: the authenticated pod API and the `devenv` CLI;
 //! - [`deploy`]: `deploy/` applied as it is, and the manager running with
 //!   exactly its RBAC;
+//! - [`hooks`]: what the chart's hooks run (`check`, `unregister`);
 //! - [`node`]: on the real node.
 
 mod bed;
 mod certs;
 mod deploy;
+mod hooks;
 mod node;
 mod operator;
 mod pod_api;

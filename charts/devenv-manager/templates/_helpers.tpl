@@ -27,3 +27,47 @@ scrapes (monitoring.prometheusRule.selector): the metric names alone
 {{- define "devenv-manager.selector" -}}
 {{ .Values.monitoring.prometheusRule.selector }}
 {{- end }}
+
+{{/*
+"true" when the manager serves a certificate from mounted files (Secret
+devenv-manager-tls, CERTS_MODE=files) rather than its self-managed ones:
+cert-manager's, or the user's own whose CA is webhook.caBundle. Both at once
+would have two writers of the webhooks' caBundle: refused.
+*/}}
+{{- define "devenv-manager.certFiles" -}}
+{{- if and .Values.certManager.enabled .Values.webhook.caBundle -}}
+{{- fail "webhook.caBundle and certManager.enabled=true exclude each other: cert-manager's CA injector writes the webhooks' caBundle; set only one" -}}
+{{- end -}}
+{{- if or .Values.certManager.enabled .Values.webhook.caBundle -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/*
+The pod and container security contexts of every pod the chart runs (the
+manager, the test Pod, the uninstall Job): restricted Pod Security, as
+devenv-system enforces.
+*/}}
+{{- define "devenv-manager.podSecurityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  # Group of mounted files (Secret devenv-manager-tls, 0440).
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}
+
+{{- define "devenv-manager.containerSecurityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}

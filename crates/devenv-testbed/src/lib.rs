@@ -247,6 +247,21 @@ pub async fn register_webhooks(
         .expect("creating the ValidatingWebhookConfiguration");
 }
 
+/// Where `scripts/helm.sh`'s `binary` (`helm` or `helm4`) is looked for:
+/// `$env`, then `.testbed/bin/` of this repository (where the script builds
+/// it), then the test bed's bin directory (`$DEVENV_TESTBED_BIN`).
+pub fn helm_candidates(binary: &str, env: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(path) = std::env::var_os(env) {
+        out.push(PathBuf::from(path));
+    }
+    out.push(repo_dir().join(".testbed/bin").join(binary));
+    if let Some(bin) = std::env::var_os("DEVENV_TESTBED_BIN") {
+        out.push(PathBuf::from(bin).join(binary));
+    }
+    out
+}
+
 /// The text of `name`, a path relative to the repository root.
 pub fn fixture(name: &str) -> String {
     let path = repo_dir().join(name);

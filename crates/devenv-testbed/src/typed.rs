@@ -9,7 +9,8 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -421,6 +422,9 @@ pub fn check_document(doc: &Value) -> Result<(), String> {
         ("v1", "ServiceAccount") => check_typed::<ServiceAccount>(doc),
         ("v1", "ConfigMap") => check_typed::<ConfigMap>(doc),
         ("v1", "Service") => check_typed::<Service>(doc),
+        // The chart's hooks: the `helm test` Pod and the pre-delete Job.
+        ("v1", "Pod") => check_typed::<Pod>(doc),
+        ("batch/v1", "Job") => check_typed::<Job>(doc),
         ("apps/v1", "Deployment") => check_typed::<Deployment>(doc),
         ("apps/v1", "StatefulSet") => check_typed::<StatefulSet>(doc),
         ("policy/v1", "PodDisruptionBudget") => check_typed::<PodDisruptionBudget>(doc),

@@ -1,9 +1,12 @@
 //! End-to-end tests on the test bed's real node (`devenv_testbed::node`):
 //! pods that run, tokens a kubelet mounts, `devenv` inside a devenv pod,
-//! learner namespaces checked with real packets, and the manager as its
-//! own Deployment. One node serves every test of this module.
+//! learner namespaces checked with real packets, the manager as its own
+//! Deployment (`kubectl apply -k deploy/`), and the chart installed, tested,
+//! upgraded and uninstalled with `helm`. One node serves every test of this
+//! module.
 
 mod deployment;
+mod helm;
 mod learners;
 mod pods;
 
