@@ -129,16 +129,7 @@ impl Drop for Installed<'_> {
             let path = format!("{DEPLOY}/{file}");
             let _ = self.node.kubectl(&[&delete[..], &[path.as_str()]].concat());
         }
-        let _ = self.node.kubectl(&[
-            "wait",
-            "--for=delete",
-            "pod",
-            "-n",
-            "devenv-system",
-            "-l",
-            "app.kubernetes.io/name=devenv-manager",
-            "--timeout=120s",
-        ]);
+        super::wait_until_manager_pods_are_gone(self.node);
     }
 }
 

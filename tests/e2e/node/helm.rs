@@ -150,16 +150,7 @@ impl Drop for Release<'_> {
         let _ = self
             .node
             .kubectl(&[&delete[..], &["namespace", &learner_ns]].concat());
-        let _ = self.node.kubectl(&[
-            "wait",
-            "--for=delete",
-            "pod",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=devenv-manager",
-            "--timeout=120s",
-        ]);
+        super::wait_until_manager_pods_are_gone(self.node);
     }
 }
 
@@ -447,20 +438,10 @@ async fn assert_uninstall_removes_the_webhooks_and_keeps_the_learnerspaces(
     }
     let client = node.bed.client().await;
     let name = devenv_manager::webhook::registration::CONFIGURATION_NAME;
-    assert!(
-        Api::<MutatingWebhookConfiguration>::all(client.clone())
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        Api::<ValidatingWebhookConfiguration>::all(client.clone())
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+    assert!(mutating.get_opt(name).await.unwrap().is_none());
+    assert!(validating.get_opt(name).await.unwrap().is_none());
     assert!(
         Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
             .get_opt(RELEASE)

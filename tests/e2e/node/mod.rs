@@ -28,3 +28,18 @@ async fn devenv_namespace() -> MutexGuard<'static, ()> {
     static DEVENV: Mutex<()> = Mutex::const_new(());
     DEVENV.lock().await
 }
+
+/// Waits (best effort, for cleanup: the output is not checked) until the
+/// manager pods an install started are gone from `devenv-system`.
+fn wait_until_manager_pods_are_gone(node: &Node) {
+    let _ = node.kubectl(&[
+        "wait",
+        "--for=delete",
+        "pod",
+        "-n",
+        "devenv-system",
+        "-l",
+        "app.kubernetes.io/name=devenv-manager",
+        "--timeout=120s",
+    ]);
+}
