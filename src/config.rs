@@ -297,7 +297,7 @@ impl Default for OperatorConfig {
             },
             default_network_policy: NetworkPolicyConfig::default(),
             default_vault_role: "learner-default".into(),
-            max_in_flight_writes: 16,
+            max_in_flight_writes: 32,
         }
     }
 }
@@ -718,6 +718,20 @@ mod tests {
         assert!(err.starts_with("webhook.bodyTimeoutSeconds:"), "{err}");
         let err = Config::from_yaml("api:\n  limits:\n    maxConections: 3\n").unwrap_err();
         assert!(err.contains("maxConections"), "{err}");
+    }
+
+    #[test]
+    fn the_operator_write_budget_is_bounded() {
+        let c = Config::from_yaml("operator:\n  maxInFlightWrites: 64\n").unwrap();
+        assert_eq!(c.operator.max_in_flight_writes, 64);
+        c.validate().unwrap();
+        assert_eq!(Config::default().operator.max_in_flight_writes, 32);
+        for bad in [0, MAX_IN_FLIGHT_WRITES_LIMIT + 1] {
+            let mut c = Config::default();
+            c.operator.max_in_flight_writes = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with("operator.maxInFlightWrites:"), "{err}");
+        }
     }
 
     #[test]

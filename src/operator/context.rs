@@ -190,14 +190,6 @@ impl AppliedObjects {
             map.remove(&Self::key(object));
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn fingerprint(value: &serde_json::Value) -> u64 {
@@ -286,5 +278,60 @@ impl WrittenStatuses {
 
     pub fn forget(&self, uid: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use serde_json::json;
+
+    fn configmap(data: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "vault-secret-paths", "namespace": "aivo-learner-a"},
+            "data": {"k": data}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_applied_object_is_pending_until_its_next_watch_event() {
+        let applied = AppliedObjects::default();
+        let object = configmap("1");
+        let key = AppliedObjects::key(&object);
+        assert_eq!(key, "ConfigMap/aivo-learner-a/vault-secret-paths");
+        let value = serde_json::to_value(&object).unwrap();
+        assert!(!applied.pending(&key, &value));
+        applied.record(key.clone(), &value);
+        assert!(applied.pending(&key, &value));
+        let other = serde_json::to_value(configmap("2")).unwrap();
+        assert!(
+            !applied.pending(&key, &other),
+            "another wanted value is applied"
+        );
+        // Our write's event, or anyone's later one: the cache decides again.
+        applied.seen(&configmap("edited"));
+        assert!(!applied.pending(&key, &value));
+    }
+
+    #[test]
+    fn released_learner_spaces_are_forgotten_once_gone() {
+        let released = Released::default();
+        released.insert("a");
+        released.insert("b");
+        released.retain(&HashSet::from(["b".to_string()]));
+        assert!(!released.contains("a"));
+        assert!(released.contains("b"));
+    }
+
+    #[test]
+    fn the_finalizer_memory_names_the_version_it_was_added_over() {
+        let added = FinalizerAdded::default();
+        added.record("uid", "7");
+        assert!(added.over("uid", "7"));
+        assert!(!added.over("uid", "8"));
+        added.forget("uid");
+        assert!(!added.over("uid", "7"));
     }
 }
