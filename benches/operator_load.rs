@@ -73,16 +73,24 @@ impl Settings {
         let budget = OperatorConfig::default().max_in_flight_writes;
         Settings {
             quick,
-            learners: if quick { 20 } else { load::env_or("LEARNERS", 1000) },
+            learners: if quick {
+                20
+            } else {
+                load::env_or("LEARNERS", 1000)
+            },
             distinct: quick || load::env_or("DISTINCT", 1) == 1,
-            steady: Duration::from_secs(if quick { 5 } else { load::env_or("STEADY_SECS", 300) }),
+            steady: Duration::from_secs(if quick {
+                5
+            } else {
+                load::env_or("STEADY_SECS", 300)
+            }),
             in_flight: load::env_or("IN_FLIGHT", budget),
         }
     }
 
     /// The learner id of LearnerSpace `i`.
     fn learner(&self, i: usize) -> String {
-        if self.distinct || i % 10 == 0 {
+        if self.distinct || i.is_multiple_of(10) {
             format!("learner-{i:05}")
         } else {
             "learner-00000".to_string()
@@ -90,7 +98,11 @@ impl Settings {
     }
 
     fn distinct_learners(&self) -> usize {
-        if self.distinct { self.learners } else { self.learners.div_ceil(10) }
+        if self.distinct {
+            self.learners
+        } else {
+            self.learners.div_ceil(10)
+        }
     }
 
     fn learner_spaces(&self) -> Vec<LearnerSpace> {
@@ -142,12 +154,16 @@ async fn prepare_bed() -> Option<(TestBed, testbed::Identity)> {
     // Where the pod API publishes its CA, so that it has somewhere to.
     bed.ensure_namespace("devenv").await;
     let crd: serde_json::Value = devenv_manager::yaml::from_yaml_stream(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml")).expect("CRD"),
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml"))
+            .expect("CRD"),
     )
     .expect("CRD YAML")
     .remove(0);
     Api::<CustomResourceDefinition>::all(bed.client().await)
-        .create(&PostParams::default(), &serde_json::from_value(crd).expect("CRD type"))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(crd).expect("CRD type"),
+        )
         .await
         .expect("CRD");
     let identity = bed.cluster_admin(NAMESPACE, "devenv-manager").await;
@@ -230,34 +246,37 @@ async fn write_learner(client: &Client, budget: &Semaphore, desired: &Desired) {
                     let _permit = budget.acquire().await.expect("budget");
                     let name = object.name_any();
                     kinds::api_for(client.clone(), object)
-                        .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
+                        .patch(
+                            &name,
+                            &PatchParams::apply(MANAGER).force(),
+                            &Patch::Apply(object),
+                        )
                         .await
                         .map(drop)
                 }));
             }
         }
     }
-    let mut applies = Applies { client, budget, desired, steps: Vec::new() };
+    let mut applies = Applies {
+        client,
+        budget,
+        desired,
+        steps: Vec::new(),
+    };
     kinds::for_each(&mut applies);
     try_join_all(applies.steps).await.expect("applies");
 }
 
-/// What the operator run measured.
+/// What the quick run checks of the operator run.
 struct Run {
-    to_ready: Duration,
     first: Writes,
-    cpu_to_ready: f64,
-    peak_mib: f64,
-    resync: Duration,
     steady_writes: Writes,
-    steady_mib: f64,
-    steady_peak_mib: f64,
-    delete: Duration,
-    delete_writes: Writes,
     tombstones: usize,
 }
 
-async fn operator(settings: &Settings) -> Option<Run> {
+/// The operator's phases, each figure printed as soon as it is measured (a
+/// long run that fails late keeps what it measured).
+async fn operator(settings: &Settings, floor: Duration) -> Option<Run> {
     let limit = settings.quick.then_some(QUICK_TIMEOUT);
     let (bed, identity) = prepare_bed().await?;
     let admin = bed.client().await;
@@ -271,46 +290,78 @@ async fn operator(settings: &Settings) -> Option<Run> {
     store.wait_until_ready().await.expect("LearnerSpace watch");
     let dir = tempfile::tempdir().expect("tempdir");
     let user = identity.username.clone();
+    let n = settings.learners;
 
     // First pass: the operator running, every LearnerSpace created at once.
     let first_op = start_operator(&identity.kubeconfig, dir.path(), 1);
-    wait_until("the operator to lead", limit, || first_op.probe("/readyz").contains("leading")).await;
+    wait_until("the operator to lead", limit, || {
+        first_op.probe("/readyz").contains("leading")
+    })
+    .await;
     let pid = first_op.child.id();
     let started = Instant::now();
     create_all(&api, settings.learner_spaces(), settings.in_flight).await;
-    let (ready, failed) = (settings.distinct_learners(), settings.learners - settings.distinct_learners());
+    let (ready, failed) = (
+        settings.distinct_learners(),
+        n - settings.distinct_learners(),
+    );
     wait_until("every LearnerSpace to be Ready", limit, || {
         count(&store, Phase::Ready) == ready && count(&store, Phase::Failed) == failed
     })
     .await;
     let to_ready = started.elapsed();
-    let cpu_to_ready = load::cpu_seconds(pid).unwrap_or(0.0);
+    let cpu = load::cpu_seconds(pid).unwrap_or(0.0);
     let first = bed.writes_settled(&user).await;
     let peak_mib = rss_mib(pid).1;
     first_op.stop();
+    let objects = desired(&learner_space("x", "x")).to_values().len();
+    println!(
+        "operator benchmark: {n} LearnerSpaces ({} distinct learners, {} objects), {} in flight",
+        settings.distinct_learners(),
+        settings.distinct_learners() * objects,
+        settings.in_flight
+    );
+    let ratio = to_ready.as_secs_f64() / floor.as_secs_f64();
+    println!(
+        "  first create to all Ready  {:.1} s; floor {:.1} s; ratio {ratio:.2}",
+        to_ready.as_secs_f64(),
+        floor.as_secs_f64(),
+    );
+    print_writes("writes to Ready", &first, n);
+    println!("  CPU to Ready           {cpu:.1} s");
+    println!("  RSS peak               {peak_mib:.1} MiB");
 
     // A restarted operator looks at every LearnerSpace again, then nothing
     // changes for STEADY_SECS: it must write nothing.
     let second_op = start_operator(&identity.kubeconfig, dir.path(), 2);
     let restarted = Instant::now();
-    wait_until("the restarted operator to look at every LearnerSpace", limit, || {
-        second_op.metric("operator_reconciles_total") as usize >= settings.learners
-    })
+    wait_until(
+        "the restarted operator to look at every LearnerSpace",
+        limit,
+        || second_op.metric("operator_reconciles_total") as usize >= n,
+    )
     .await;
     let resync = restarted.elapsed();
     let before = bed.writes_settled(&user).await;
     tokio::time::sleep(settings.steady).await;
     let steady_writes = minus(&bed.writes_settled(&user).await, &before);
     let (steady_mib, steady_peak_mib) = rss_mib(second_op.child.id());
+    println!("  restart to resynced    {:.1} s", resync.as_secs_f64());
+    let title = format!("writes, {} s steady", settings.steady.as_secs());
+    print_writes(&title, &steady_writes, n);
+    println!(
+        "  RSS steady             {steady_mib:.1} MiB (restarted operator, all cached; its peak {steady_peak_mib:.1} MiB)"
+    );
 
     // Every LearnerSpace deleted: the operator writes each tombstone and
     // removes its finalizer.
     let before = bed.writes_settled(&user).await;
     let deleting = Instant::now();
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .expect("deleting the LearnerSpaces");
-    wait_until("every LearnerSpace to be gone", limit, || store.state().is_empty()).await;
+    delete_all(&api, settings.learner_spaces(), settings.in_flight).await;
+    wait_until("every LearnerSpace to be gone", limit, || {
+        store.state().is_empty()
+    })
+    .await;
     let delete = deleting.elapsed();
     let delete_writes = minus(&bed.writes_settled(&user).await, &before);
     second_op.stop();
@@ -321,20 +372,17 @@ async fn operator(settings: &Settings) -> Option<Run> {
         .items
         .len();
     watch.abort();
+    println!(
+        "  delete all             {:.1} s, {tombstones} tombstones",
+        delete.as_secs_f64()
+    );
+    print_writes("writes to delete", &delete_writes, n);
     if std::env::var_os("KEEP_LOGS").is_some() {
         println!("  operator logs in     {}", dir.keep().display());
     }
     Some(Run {
-        to_ready,
         first,
-        cpu_to_ready,
-        peak_mib,
-        resync,
         steady_writes,
-        steady_mib,
-        steady_peak_mib,
-        delete,
-        delete_writes,
         tombstones,
     })
 }
@@ -343,7 +391,23 @@ async fn operator(settings: &Settings) -> Option<Run> {
 async fn create_all(api: &Api<LearnerSpace>, objects: Vec<LearnerSpace>, in_flight: usize) {
     futures::stream::iter(objects)
         .for_each_concurrent(in_flight, |ls| async move {
-            api.create(&PostParams::default(), &ls).await.expect("creating a LearnerSpace");
+            api.create(&PostParams::default(), &ls)
+                .await
+                .expect("creating a LearnerSpace");
+        })
+        .await;
+}
+
+/// Deletes `objects` with `in_flight` requests at most in flight (one
+/// deletecollection of thousands outlives the API server's request timeout).
+async fn delete_all(api: &Api<LearnerSpace>, objects: Vec<LearnerSpace>, in_flight: usize) {
+    futures::stream::iter(objects)
+        .for_each_concurrent(in_flight, |ls| async move {
+            match api.delete(&ls.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => panic!("deleting a LearnerSpace: {e}"),
+            }
         })
         .await;
 }
@@ -358,7 +422,9 @@ fn count(store: &Store<LearnerSpace>, phase: Phase) -> usize {
 
 /// (VmRSS, VmHWM) in MiB.
 fn rss_mib(pid: u32) -> (f64, f64) {
-    load::rss_kib(pid).map_or((0.0, 0.0), |(rss, hwm)| (rss as f64 / 1024.0, hwm as f64 / 1024.0))
+    load::rss_kib(pid).map_or((0.0, 0.0), |(rss, hwm)| {
+        (rss as f64 / 1024.0, hwm as f64 / 1024.0)
+    })
 }
 
 /// The writes in `after` that are not in `before`.
@@ -366,10 +432,18 @@ fn minus(after: &Writes, before: &Writes) -> Writes {
     let by_verb_resource: BTreeMap<String, usize> = after
         .by_verb_resource
         .iter()
-        .map(|(key, n)| (key.clone(), n - before.by_verb_resource.get(key).copied().unwrap_or(0)))
+        .map(|(key, n)| {
+            (
+                key.clone(),
+                n - before.by_verb_resource.get(key).copied().unwrap_or(0),
+            )
+        })
         .filter(|(_, n)| *n > 0)
         .collect();
-    Writes { by_verb_resource, throttled: after.throttled - before.throttled }
+    Writes {
+        by_verb_resource,
+        throttled: after.throttled - before.throttled,
+    }
 }
 
 fn print_writes(title: &str, writes: &Writes, per: usize) {
@@ -379,49 +453,32 @@ fn print_writes(title: &str, writes: &Writes, per: usize) {
         total as f64 / per as f64,
         writes.throttled
     );
-    for (key, n) in writes.by_verb_resource.iter().filter(|(k, _)| !k.ends_with(" leases")) {
+    for (key, n) in writes
+        .by_verb_resource
+        .iter()
+        .filter(|(k, _)| !k.ends_with(" leases"))
+    {
         println!("    {key:<34} {n:>7} {:>6.2}", *n as f64 / per as f64);
     }
-}
-
-fn report(settings: &Settings, floor: Duration, run: &Run) {
-    let n = settings.learners;
-    let objects = desired(&learner_space("x", "x")).to_values().len();
-    println!(
-        "operator benchmark: {n} LearnerSpaces ({} distinct learners, {} objects), {} in flight",
-        settings.distinct_learners(),
-        settings.distinct_learners() * objects,
-        settings.in_flight
-    );
-    println!(
-        "  first create to all Ready  {:.1} s; floor {:.1} s; ratio {:.2}",
-        run.to_ready.as_secs_f64(),
-        floor.as_secs_f64(),
-        run.to_ready.as_secs_f64() / floor.as_secs_f64()
-    );
-    print_writes("writes to Ready", &run.first, n);
-    println!("  CPU to Ready           {:.1} s", run.cpu_to_ready);
-    println!("  RSS peak               {:.1} MiB", run.peak_mib);
-    println!("  restart to resynced    {:.1} s", run.resync.as_secs_f64());
-    print_writes(&format!("writes, {} s steady", settings.steady.as_secs()), &run.steady_writes, n);
-    println!(
-        "  RSS steady             {:.1} MiB (restarted operator, all cached; its peak {:.1} MiB)",
-        run.steady_mib, run.steady_peak_mib
-    );
-    println!("  delete all             {:.1} s, {} tombstones", run.delete.as_secs_f64(), run.tombstones);
-    print_writes("writes to delete", &run.delete_writes, n);
 }
 
 fn main() {
     let settings = Settings::from_env();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let Some(floor) = floor(&settings).await else { return };
-        let Some(run) = operator(&settings).await else { return };
-        report(&settings, floor, &run);
+        let Some(floor) = floor(&settings).await else {
+            return;
+        };
+        let Some(run) = operator(&settings, floor).await else {
+            return;
+        };
         if settings.quick {
             // Correctness only: timings on a shared machine prove nothing.
-            assert_eq!(run.steady_writes.total_except("leases"), 0, "writes in the steady state");
+            assert_eq!(
+                run.steady_writes.total_except("leases"),
+                0,
+                "writes in the steady state"
+            );
             assert_eq!(run.first.throttled, 0, "requests turned away");
             assert_eq!(run.tombstones, settings.distinct_learners(), "tombstones");
         }

@@ -191,7 +191,10 @@ async fn count_phases(ctx: Arc<Context>, stop: CancellationToken) {
     loop {
         let mut counts = [0i64; Phase::ALL.len()];
         let state = store.state();
-        let live = state.iter().filter_map(|ls| ls.meta().uid.clone()).collect();
+        let live = state
+            .iter()
+            .filter_map(|ls| ls.meta().uid.clone())
+            .collect();
         ctx.released.retain(&live);
         for ls in state {
             let phase = ls

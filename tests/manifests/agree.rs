@@ -418,12 +418,15 @@ fn the_flow_schema_example_is_the_managers() {
     let schema: FlowSchema = object(file, "FlowSchema", "devenv-manager");
     let level: PriorityLevelConfiguration =
         object(file, "PriorityLevelConfiguration", "devenv-manager");
-    let spec = schema.spec.unwrap();
+    let spec = schema.spec;
     assert_eq!(spec.priority_level_configuration.name, "devenv-manager");
     let rules = spec.rules.unwrap();
     let subject = rules[0].subjects[0].service_account.clone().unwrap();
-    assert_eq!((subject.namespace.as_str(), subject.name.as_str()), MANAGER_SA);
-    let limited = level.spec.unwrap().limited.unwrap();
+    assert_eq!(
+        (subject.namespace.as_str(), subject.name.as_str()),
+        MANAGER_SA
+    );
+    let limited = level.spec.limited.unwrap();
     let shares = limited.nominal_concurrency_shares.unwrap();
     // The defaults' 245 shares of 600 seats: this level's share must hold
     // the operator's writes in flight.
