@@ -104,7 +104,16 @@ pub struct OperatorConfig {
     pub max_resource_quota: QuotaConfig,
     pub default_network_policy: NetworkPolicyConfig,
     pub default_vault_role: String,
+    /// The operator's request budget: at most this many of its writes are
+    /// in flight at once, and as many LearnerSpaces are reconciled at once
+    /// (docs/performance.md says how it sits with the API server's priority
+    /// and fairness).
+    pub max_in_flight_writes: usize,
 }
+
+/// Past this many in flight, one client holds more of a default API server's
+/// concurrency (600 seats, 245 of them for service accounts) than is fair.
+pub const MAX_IN_FLIGHT_WRITES_LIMIT: usize = 200;
 
 /// Quota amounts. Quantities are kept as the strings the user wrote (they are
 /// validated at load time) so that rendered objects show them unchanged.
@@ -288,6 +297,7 @@ impl Default for OperatorConfig {
             },
             default_network_policy: NetworkPolicyConfig::default(),
             default_vault_role: "learner-default".into(),
+            max_in_flight_writes: 32,
         }
     }
 }
@@ -546,6 +556,13 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        let in_flight = self.operator.max_in_flight_writes;
+        if !(1..=MAX_IN_FLIGHT_WRITES_LIMIT).contains(&in_flight) {
+            return Err(invalid(
+                "operator.maxInFlightWrites",
+                format!("{in_flight} must be from 1 to {MAX_IN_FLIGHT_WRITES_LIMIT}"),
+            ));
+        }
         if let Err(e) = crate::names::check_dns1123_label(&self.operator.namespace) {
             return Err(invalid("operator.namespace", e));
         }
@@ -701,6 +718,20 @@ mod tests {
         assert!(err.starts_with("webhook.bodyTimeoutSeconds:"), "{err}");
         let err = Config::from_yaml("api:\n  limits:\n    maxConections: 3\n").unwrap_err();
         assert!(err.contains("maxConections"), "{err}");
+    }
+
+    #[test]
+    fn the_operator_write_budget_is_bounded() {
+        let c = Config::from_yaml("operator:\n  maxInFlightWrites: 64\n").unwrap();
+        assert_eq!(c.operator.max_in_flight_writes, 64);
+        c.validate().unwrap();
+        assert_eq!(Config::default().operator.max_in_flight_writes, 32);
+        for bad in [0, MAX_IN_FLIGHT_WRITES_LIMIT + 1] {
+            let mut c = Config::default();
+            c.operator.max_in_flight_writes = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with("operator.maxInFlightWrites:"), "{err}");
+        }
     }
 
     #[test]

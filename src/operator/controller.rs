@@ -17,7 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::context::{Context, KindStores, Stores};
+use super::context::{AppliedObjects, Context, KindStores, Stores};
 use super::kinds::{self, Managed, PerKind};
 use super::metrics::PhaseLabel;
 use super::objects::{LEARNERSPACE_LABEL, MANAGED_BY_LABEL, MANAGER};
@@ -28,6 +28,8 @@ use crate::metrics::Metrics;
 
 /// How long running reconciles may take to finish after `stop`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a LearnerSpace's reconcile waits for more of its events.
+const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Reconciles until `stop` is cancelled. `ready` is called once every cache
 /// has synced.
@@ -50,12 +52,14 @@ pub async fn run(
         .applied_objects();
     let controller = Controller::for_stream(learner_space_stream, learner_space_store);
 
+    let applied = Arc::new(AppliedObjects::default());
     let mut watches = Watches {
         controller: Some(controller),
         stores: KindStores::default(),
         client: &client,
         selector: &selector,
         operator_ns: &operator_ns,
+        applied: &applied,
     };
     kinds::for_each(&mut watches);
     let controller = watches.controller.take().expect("put back by every kind");
@@ -67,32 +71,32 @@ pub async fn run(
         controller: MANAGER.to_string(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+    let recorder = Recorder::new(client.clone(), reporter);
+    let context = Arc::new(Context::new(
         client,
         config,
-        stores: stores.clone(),
-        metrics: metrics.clone(),
-        written: Default::default(),
-    });
-
-    let phases = tokio::spawn(count_phases(
-        stores.learner_spaces.clone(),
+        stores.clone(),
+        recorder,
         metrics,
-        stop.clone(),
+        applied,
     ));
+
+    let phases = tokio::spawn(count_phases(context.clone(), stop.clone()));
+    let max_in_flight = u16::try_from(context.config.max_in_flight_writes).unwrap_or(u16::MAX);
     let shutdown = stop.clone();
     info!(namespace = %operator_ns, "LearnerSpace operator running");
     let controller = controller
         // Applying a LearnerSpace's objects sends a dozen watch events back;
-        // coalescing them lets every cache catch up before the next look, so
-        // that look finds nothing to write. At most 16 reconciles run at once:
-        // thousands of LearnerSpaces (a restart, a burst of duplicates) must
-        // queue, not flood the API server and the heap at the same moment.
+        // a short debounce coalesces most of them into one more look, which
+        // finds nothing to write (the caches, or `applied` until they catch
+        // up), while a new LearnerSpace waits only that long. As many
+        // reconciles run at once as writes may be in flight: thousands of
+        // LearnerSpaces (a restart, a burst) queue rather than flood the API
+        // server and the heap at the same moment.
         .with_config(
             kube::runtime::controller::Config::default()
-                .debounce(Duration::from_millis(500))
-                .concurrency(16),
+                .debounce(DEBOUNCE)
+                .concurrency(max_in_flight),
         )
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
@@ -125,11 +129,13 @@ struct Watches<'a> {
     client: &'a Client,
     selector: &'a str,
     operator_ns: &'a str,
+    applied: &'a Arc<AppliedObjects>,
 }
 
 impl PerKind for Watches<'_> {
     fn kind<K: Managed>(&mut self) {
-        let (store, stream) = watch::<K>(Api::all(self.client.clone()), self.selector);
+        let api = Api::all(self.client.clone());
+        let (store, stream) = watch::<K>(api, self.selector, self.applied.clone());
         self.controller = self
             .controller
             .take()
@@ -140,9 +146,11 @@ impl PerKind for Watches<'_> {
 
 /// A watch of one managed kind: a cache (managed fields dropped, they are
 /// most of an object's size and never compared) and the trigger stream.
+/// Every event tells `applied` that the cache holds the object's latest.
 fn watch<K: Managed>(
     api: Api<K>,
     selector: &str,
+    applied: Arc<AppliedObjects>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -151,7 +159,10 @@ fn watch<K: Managed>(
     let config = watcher::Config::default().labels(selector).any_semantic();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(move |object| {
+            object.managed_fields_mut().clear();
+            applied.seen(object);
+        })
         .reflect(writer)
         .touched_objects();
     (reader, stream)
@@ -169,15 +180,23 @@ fn owner<K: Resource>(
 }
 
 /// Keeps `learner_spaces_by_phase` current from the cache, every few
-/// seconds rather than on every reconcile (O(n) each time).
-async fn count_phases(store: Store<LearnerSpace>, metrics: Arc<Metrics>, stop: CancellationToken) {
+/// seconds rather than on every reconcile (O(n) each time), and forgets the
+/// released LearnerSpaces that have left it.
+async fn count_phases(ctx: Arc<Context>, stop: CancellationToken) {
+    let (store, metrics) = (&ctx.stores.learner_spaces, &ctx.metrics);
     if store.wait_until_ready().await.is_err() {
         warn!("LearnerSpace cache never became ready");
         return;
     }
     loop {
         let mut counts = [0i64; Phase::ALL.len()];
-        for ls in store.state() {
+        let state = store.state();
+        let live = state
+            .iter()
+            .filter_map(|ls| ls.meta().uid.clone())
+            .collect();
+        ctx.released.retain(&live);
+        for ls in state {
             let phase = ls
                 .status
                 .as_ref()

@@ -9,7 +9,7 @@ use std::any::TypeId;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, try_join_all};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -24,7 +24,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::compare::contains;
-use super::context::Context;
+use super::context::{AppliedObjects, Context};
 use super::error::Error;
 use super::kinds::{self, Managed, PerKind};
 use super::objects::{self, Desired, LEARNERSPACE_LABEL, MANAGER, NETWORK_POLICY_NAMES};
@@ -48,14 +48,74 @@ pub async fn reconcile(ls: Arc<LearnerSpace>, ctx: Arc<Context>) -> Result<Actio
         .namespace()
         .unwrap_or_else(|| ctx.config.namespace.clone());
     let api: Api<LearnerSpace> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer::finalizer(&api, FINALIZER, ls, |event| async {
+    let (deleting, uid) = (ls.meta().deletion_timestamp.is_some(), uid(&ls));
+    if deleting && ctx.released.contains(&uid) {
+        return Ok(Action::await_change());
+    }
+    let Some(ls) = with_finalizer(ls, &ctx, &api).await? else {
+        // The finalizer patch's watch event is on its way, and triggers a
+        // reconcile of the version that has it.
+        return Ok(Action::await_change());
+    };
+    let action = finalizer::finalizer(&api, FINALIZER, ls, |event| async {
         match event {
             Finalized::Apply(ls) => apply(&ls, &ctx, &api).await,
             Finalized::Cleanup(ls) => cleanup(&ls, &ctx, &api).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    if deleting {
+        // Cleaned up and the finalizer removed: nothing is left to do.
+        ctx.released.insert(&uid);
+    }
+    Ok(action)
+}
+
+/// `ls` holding the finalizer: a LearnerSpace not being deleted that lacks
+/// it gets it here, as kube-runtime's finalizer helper would add it (the
+/// same JSON patch, conditional on the list it read), but the reconcile then
+/// goes on with the patched object instead of ending and waiting for the
+/// patch's watch event to come back. `None`: `ls` is a stale copy of one the
+/// finalizer was added to.
+async fn with_finalizer(
+    ls: Arc<LearnerSpace>,
+    ctx: &Context,
+    api: &Api<LearnerSpace>,
+) -> Result<Option<Arc<LearnerSpace>>, Error> {
+    let finalizers = ls.finalizers();
+    if ls.meta().deletion_timestamp.is_some() || finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(Some(ls));
+    }
+    let version = ls.resource_version().unwrap_or_default();
+    if ctx.finalizing.over(&uid(&ls), &version) {
+        return Ok(None);
+    }
+    let patch = if finalizers.is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch)?;
+    let patched = ctx
+        .write(api.patch(
+            &ls.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        ))
+        .await?;
+    ctx.finalizing.record(&uid(&ls), &version);
+    Ok(Some(Arc::new(patched)))
+}
+
+fn uid(ls: &LearnerSpace) -> String {
+    ls.meta().uid.clone().unwrap_or_default()
 }
 
 /// Counts the error and retries with a delay: soon for what may pass, later
@@ -166,9 +226,11 @@ async fn apply_all(
             field_manager: Some(MANAGER.to_string()),
             ..PostParams::default()
         };
-        Api::<Namespace>::all(ctx.client.clone())
-            .create(&params, &desired.namespace)
+        ctx.write(Api::<Namespace>::all(ctx.client.clone()).create(&params, &desired.namespace))
             .await?;
+        let want = serde_json::to_value(&desired.namespace)?;
+        ctx.applied
+            .record(AppliedObjects::key(&desired.namespace), &want);
     }
     remove_binding_to_another_role(ctx, &desired.role_binding, &ns).await?;
     let mut plan = Plan {
@@ -178,15 +240,17 @@ async fn apply_all(
         steps: Vec::new(),
     };
     kinds::for_each(&mut plan);
-    for step in plan.steps {
-        step.await?;
-    }
+    // Everything else lives in the namespace and depends on nothing else
+    // there: applied all at once, the write budget deciding how many of
+    // them are in flight.
+    try_join_all(plan.steps).await?;
     prune_network_policies(ctx, desired, owner, &ns).await?;
     Ok(())
 }
 
-/// One [`ensure_all`] per managed kind, in the kinds' order: futures do
-/// nothing until awaited, so they are collected here and run one by one.
+/// One [`ensure`] per object of every managed kind but a namespace just
+/// created: futures do nothing until awaited, so they are collected here
+/// and run together.
 struct Plan<'a> {
     ctx: &'a Context,
     desired: &'a Desired,
@@ -201,18 +265,11 @@ impl<'a> PerKind for Plan<'a> {
         if self.created_namespace && TypeId::of::<K>() == TypeId::of::<Namespace>() {
             return;
         }
-        let (ctx, desired) = (self.ctx, self.desired);
-        self.steps
-            .push(Box::pin(ensure_all(ctx, K::wanted(desired))));
+        let ctx = self.ctx;
+        for object in K::wanted(self.desired) {
+            self.steps.push(Box::pin(ensure(ctx, object)));
+        }
     }
-}
-
-/// Applies each of `wanted` that the cache does not already hold.
-async fn ensure_all<K: Managed>(ctx: &Context, wanted: &[K]) -> Result<(), Error> {
-    for object in wanted {
-        ensure(ctx, object).await?;
-    }
-    Ok(())
 }
 
 /// A RoleBinding's `roleRef` cannot be changed, only the binding replaced:
@@ -242,8 +299,8 @@ async fn remove_binding_to_another_role(
         }),
         ..DeleteParams::default()
     };
-    match Api::<RoleBinding>::namespaced(ctx.client.clone(), ns)
-        .delete(&name, &params)
+    match ctx
+        .write(Api::<RoleBinding>::namespaced(ctx.client.clone(), ns).delete(&name, &params))
         .await
     {
         Ok(_) => {
@@ -255,7 +312,8 @@ async fn remove_binding_to_another_role(
     }
 }
 
-/// Server-side applies `desired` unless the cache already holds it.
+/// Server-side applies `desired` unless the cache already holds it, or
+/// will: this very value was applied and its watch event is still to come.
 async fn ensure<K: Managed>(ctx: &Context, desired: &K) -> Result<(), Error> {
     let name = desired.meta().name.clone().ok_or(Error::Unnamed)?;
     let mut key = ObjectRef::<K>::new(&name);
@@ -268,15 +326,17 @@ async fn ensure<K: Managed>(ctx: &Context, desired: &K) -> Result<(), Error> {
         if contains(&have, &want) {
             return Ok(());
         }
-        debug!(kind = %K::kind(&()), %name, "drifted; applying");
     }
-    kinds::api_for(ctx.client.clone(), desired)
-        .patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&want),
-        )
+    let applied = AppliedObjects::key(desired);
+    if ctx.applied.pending(&applied, &want) {
+        return Ok(());
+    }
+    debug!(kind = %K::kind(&()), %name, "absent or drifted; applying");
+    let api = kinds::api_for(ctx.client.clone(), desired);
+    let params = PatchParams::apply(MANAGER).force();
+    ctx.write(api.patch(&name, &params, &Patch::Apply(&want)))
         .await?;
+    ctx.applied.record(applied, &want);
     Ok(())
 }
 
@@ -301,7 +361,7 @@ async fn prune_network_policies(
             continue;
         };
         if cached.labels().get(LEARNERSPACE_LABEL).map(String::as_str) == Some(owner) {
-            match api.delete(name, &DeleteParams::default()).await {
+            match ctx.write(api.delete(name, &DeleteParams::default())).await {
                 Ok(_) => info!(policy = %name, "removed obsolete network policy"),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
@@ -327,12 +387,9 @@ async fn set_status(
         return Ok(false);
     }
     let name = ls.name_any();
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": wanted })),
-    )
-    .await?;
+    let patch = Patch::Merge(json!({ "status": wanted }));
+    ctx.write(api.patch_status(&name, &PatchParams::default(), &patch))
+        .await?;
     ctx.written.record(&uid, &version, &wanted);
     if previous.and_then(|s| s.phase) != Some(report.phase) {
         // A failure's Event is named for its cause (NamespaceTaken,
@@ -357,7 +414,8 @@ async fn record(ctx: &Context, ls: &LearnerSpace, type_: EventType, reason: &str
         action: "Reconcile".to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &ls.object_ref(&())).await {
+    let reference = ls.object_ref(&());
+    if let Err(e) = ctx.write(ctx.recorder.publish(&event, &reference)).await {
         debug!(error = %e, "cannot record event");
     }
 }
@@ -389,8 +447,8 @@ async fn cleanup(
     if let Some(ns) = existing
         && ns.meta().deletion_timestamp.is_none()
     {
-        match namespaces
-            .delete(&target, &DeleteParams::background())
+        match ctx
+            .write(namespaces.delete(&target, &DeleteParams::background()))
             .await
         {
             Ok(_) => info!(namespace = %target, "namespace deletion requested"),
@@ -410,8 +468,8 @@ async fn cleanup(
         crate::names::tombstone_name(&ls.spec.learner_id)
     );
     record(ctx, ls, EventType::Normal, "Deleted", &note).await;
-    ctx.written
-        .forget(&ls.meta().uid.clone().unwrap_or_default());
+    ctx.written.forget(&uid(ls));
+    ctx.finalizing.forget(&uid(ls));
     Ok(Action::await_change())
 }
 
@@ -433,7 +491,7 @@ async fn write_tombstone(ls: &LearnerSpace, ctx: &Context) -> Result<(), Error> 
         Some(_) => {
             let record = serde_json::to_string(&tombstone::record(ls, &deleted_at))?;
             let patch = json!({"data": {tombstone::history_key(&uid): record}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            ctx.write(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
                 .await?;
             info!(tombstone = %name, "added this deletion to an earlier tombstone of the same learner");
             Ok(())
@@ -441,7 +499,8 @@ async fn write_tombstone(ls: &LearnerSpace, ctx: &Context) -> Result<(), Error> 
         // Written by a concurrent run in between, the create fails (409, a
         // transient error): the next run checks the uid it records.
         None => {
-            api.create(&PostParams::default(), &wanted).await?;
+            ctx.write(api.create(&PostParams::default(), &wanted))
+                .await?;
             info!(tombstone = %name, "tombstone written");
             Ok(())
         }

@@ -35,14 +35,15 @@ fn context() -> (Arc<Context>, Handle) {
         controller: "test".into(),
         instance: None,
     };
-    let context = Context {
-        recorder: Recorder::new(client.clone(), reporter),
+    let recorder = Recorder::new(client.clone(), reporter);
+    let context = Context::new(
         client,
-        config: OperatorConfig::default(),
+        OperatorConfig::default(),
         stores,
-        metrics: Metrics::new(),
-        written: Default::default(),
-    };
+        recorder,
+        Metrics::new(),
+        Default::default(),
+    );
     (Arc::new(context), handle)
 }
 
@@ -313,20 +314,19 @@ async fn nothing_is_done_before_the_caches_are_synced() {
     let (ctx, _) = context();
     let mut stores = ctx.stores.clone();
     stores.managed.insert(unsynced);
-    let ctx = Context {
-        client: client.clone(),
-        stores,
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "test".into(),
-                instance: None,
-            },
-        ),
-        config: OperatorConfig::default(),
-        metrics: Metrics::new(),
-        written: Default::default(),
+    let reporter = Reporter {
+        controller: "test".into(),
+        instance: None,
     };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Context::new(
+        client,
+        OperatorConfig::default(),
+        stores,
+        recorder,
+        Metrics::new(),
+        Default::default(),
+    );
     let action = reconcile(Arc::new(deleting()), Arc::new(ctx))
         .await
         .expect("requeued, not failed");

@@ -408,3 +408,29 @@ fn the_example_developer_and_workspace_pass_the_webhook() {
     let verdict = learnerspaces::validate(&config.operator, ls, None);
     assert!(verdict.errors.is_empty() && verdict.warnings.is_empty());
 }
+
+/// The priority-and-fairness example gives the manager's own service
+/// account a level of its own, with seats for the operator's write budget.
+#[test]
+fn the_flow_schema_example_is_the_managers() {
+    use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
+    let file = "deploy/examples/priority-and-fairness.yaml";
+    let schema: FlowSchema = object(file, "FlowSchema", "devenv-manager");
+    let level: PriorityLevelConfiguration =
+        object(file, "PriorityLevelConfiguration", "devenv-manager");
+    let spec = schema.spec;
+    assert_eq!(spec.priority_level_configuration.name, "devenv-manager");
+    let rules = spec.rules.unwrap();
+    let subject = rules[0].subjects[0].service_account.clone().unwrap();
+    assert_eq!(
+        (subject.namespace.as_str(), subject.name.as_str()),
+        MANAGER_SA
+    );
+    let limited = level.spec.limited.unwrap();
+    let shares = limited.nominal_concurrency_shares.unwrap();
+    // The defaults' 245 shares of 600 seats: this level's share must hold
+    // the operator's writes in flight.
+    let seats = 600.0 * f64::from(shares) / (245.0 + f64::from(shares));
+    let budget = Config::default().operator.max_in_flight_writes as f64;
+    assert!(seats >= 2.0 * budget, "{seats} seats for {budget} writes");
+}

@@ -53,15 +53,32 @@ impl TestBed {
         for event in
             audit_events(path).filter(|e| is_write(e) && effective_user(e) == Some(username))
         {
-            let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
-            let subresource = event["objectRef"]["subresource"].as_str();
-            let key = match subresource {
-                Some(sub) => format!("{resource}/{sub}"),
-                None => resource.to_string(),
-            };
-            *counts.entry(key).or_insert(0) += 1;
+            *counts.entry(resource(&event)).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// The write requests of `username` by verb and resource (`create
+    /// namespaces`, `patch learnerspaces/status`...), and how many of them
+    /// the API server answered 429 (priority and fairness turned them away:
+    /// the client had to retry), once the audit log has caught up.
+    pub async fn writes_settled(&self, username: &str) -> Writes {
+        self.settle_audit_log().await;
+        let path = self
+            .audit_log_path()
+            .expect("needs the local test bed's audit log");
+        let mut writes = Writes::default();
+        for event in
+            audit_events(path).filter(|e| is_write(e) && effective_user(e) == Some(username))
+        {
+            let verb = event["verb"].as_str().unwrap_or("?");
+            let key = format!("{verb} {}", resource(&event));
+            *writes.by_verb_resource.entry(key).or_insert(0) += 1;
+            if event["responseStatus"]["code"] == 429 {
+                writes.throttled += 1;
+            }
+        }
+        writes
     }
 
     /// Waits until every request completed before this call is in the audit log.
@@ -109,6 +126,34 @@ fn audit_events(path: &Path) -> impl Iterator<Item = serde_json::Value> {
     lines
         .map_while(Result::ok)
         .filter_map(|line| serde_json::from_str(&line).ok())
+}
+
+/// Write requests counted from the audit log: see [`TestBed::writes_settled`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writes {
+    pub by_verb_resource: std::collections::BTreeMap<String, usize>,
+    pub throttled: usize,
+}
+
+impl Writes {
+    /// All of them but those to `resource` (e.g. `leases`, which a leader
+    /// renews whatever else it does).
+    pub fn total_except(&self, resource: &str) -> usize {
+        self.by_verb_resource
+            .iter()
+            .filter(|(key, _)| key.rsplit(' ').next() != Some(resource))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// `resource` or `resource/subresource`, as an event names it.
+fn resource(event: &serde_json::Value) -> String {
+    let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
+    match event["objectRef"]["subresource"].as_str() {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_string(),
+    }
 }
 
 fn is_write(event: &serde_json::Value) -> bool {

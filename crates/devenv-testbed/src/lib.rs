@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+pub use audit::Writes;
 mod certs;
 pub mod load;
 mod local;
@@ -140,7 +141,7 @@ pub async fn shared() -> Option<&'static TestBed> {
         .get_or_init(|| async move {
             match target {
                 Target::Cluster(kubeconfig) => TestBed::from_kubeconfig(&kubeconfig).await,
-                Target::Local(bin) => TestBed::start_local(&bin, true).await,
+                Target::Local(bin) => TestBed::start_local(&bin, true, &Sizing::default()).await,
             }
         })
         .await;
@@ -154,12 +155,65 @@ pub async fn shared() -> Option<&'static TestBed> {
 /// stops it and removes its files. `None` (after printing a `skipping` line) when
 /// the bed is not built or when the tests run against a real cluster.
 pub async fn start() -> Option<TestBed> {
+    start_sized(&Sizing::default()).await
+}
+
+/// A dedicated local bed whose servers are given `sizing` (see [`Sizing`]);
+/// otherwise as [`start`].
+pub async fn start_sized(sizing: &Sizing) -> Option<TestBed> {
     let Target::Local(bin) = target(true)? else {
         unreachable!("target(true) never returns a cluster")
     };
-    match TestBed::start_local(&bin, false).await {
+    match TestBed::start_local(&bin, false, sizing).await {
         Ok(bed) => Some(bed),
         Err(e) => panic!("a dedicated test bed failed to start: {e}"),
+    }
+}
+
+/// What a dedicated bed's etcd and kube-apiserver are given beyond their
+/// defaults, for a benchmark that stores more than the tests do. The default
+/// is the servers' own defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sizing {
+    /// etcd's `--quota-backend-bytes` (its default is 2 GiB; past it etcd
+    /// refuses every write).
+    pub etcd_quota_bytes: Option<u64>,
+    /// kube-apiserver's `--max-requests-inflight` and
+    /// `--max-mutating-requests-inflight` (defaults 400 and 200): with
+    /// priority and fairness on, their sum is the server's concurrency,
+    /// shared among the priority levels.
+    pub max_requests_inflight: Option<(u32, u32)>,
+}
+
+impl Sizing {
+    /// For a bed that holds about 150,000 objects written by clients a few
+    /// dozen requests at a time: room in etcd for them and the revisions the
+    /// API server has not compacted yet (every 5 minutes), and twice the
+    /// default request concurrency, so that the servers' own limits are not
+    /// what a benchmark measures.
+    pub fn large() -> Sizing {
+        Sizing {
+            etcd_quota_bytes: Some(8 << 30),
+            max_requests_inflight: Some((800, 400)),
+        }
+    }
+
+    fn etcd_args(&self) -> Vec<String> {
+        self.etcd_quota_bytes
+            .map(|bytes| format!("--quota-backend-bytes={bytes}"))
+            .into_iter()
+            .collect()
+    }
+
+    fn apiserver_args(&self) -> Vec<String> {
+        self.max_requests_inflight
+            .map(|(all, mutating)| {
+                vec![
+                    format!("--max-requests-inflight={all}"),
+                    format!("--max-mutating-requests-inflight={mutating}"),
+                ]
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -287,6 +287,18 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user + system, all threads) a process has used so far, in
+/// seconds, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from the `)` after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks:
+    // 100 a second on every Linux that Rust's standard targets run.
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// `cargo bench` passes `--bench`; `cargo test --benches` passes nothing, and
 /// then a benchmark runs briefly, as a smoke test.
 pub fn quick() -> bool {
@@ -368,16 +380,24 @@ pub fn spawn_serve(mut command: std::process::Command, log: Option<std::path::Pa
 }
 
 impl Serve {
-    /// One metric's value from `/metrics` (0 when absent).
-    pub fn metric(&self, name: &str) -> f64 {
+    /// The body of a GET of `path` on the metrics port (empty when it cannot
+    /// be had).
+    pub fn probe(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics)) else {
-            return 0.0;
+            return String::new();
         };
-        let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.0\r\nhost: localhost\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes());
         let mut text = String::new();
         let _ = stream.read_to_string(&mut text);
-        text.lines()
+        text
+    }
+
+    /// One metric's value from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.probe("/metrics")
+            .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or(0.0)
     }

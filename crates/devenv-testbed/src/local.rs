@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::certs::write_files;
-use crate::{POLL_INTERVAL, SA_ISSUER, TestBed, log_tail, uncaptured};
+use crate::{POLL_INTERVAL, SA_ISSUER, Sizing, TestBed, log_tail, uncaptured};
 
 const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(90);
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,10 +62,14 @@ pub(crate) struct Local {
 }
 
 impl TestBed {
-    pub(crate) async fn start_local(bin: &Path, shared: bool) -> Result<TestBed, String> {
+    pub(crate) async fn start_local(
+        bin: &Path,
+        shared: bool,
+        sizing: &Sizing,
+    ) -> Result<TestBed, String> {
         let mut errors = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start_local(bin, shared).await {
+            match Self::try_start_local(bin, shared, sizing).await {
                 Ok(bed) => return Ok(bed),
                 Err(e) if e.port_clash => errors.push(e.message),
                 Err(e) => return Err(e.message),
@@ -74,7 +78,11 @@ impl TestBed {
         Err(errors.join("\n---- next attempt ----\n"))
     }
 
-    async fn try_start_local(bin: &Path, shared: bool) -> Result<TestBed, StartError> {
+    async fn try_start_local(
+        bin: &Path,
+        shared: bool,
+        sizing: &Sizing,
+    ) -> Result<TestBed, StartError> {
         let started = Instant::now();
         let tempdir = tempfile::Builder::new()
             .prefix("devenv-testbed-")
@@ -117,7 +125,10 @@ impl TestBed {
                 // write latency.
                 "--unsafe-no-fsync=true".to_owned(),
                 "--log-level=warn".to_owned(),
-            ],
+            ]
+            .into_iter()
+            .chain(sizing.etcd_args())
+            .collect::<Vec<_>>(),
             &dir.join("etcd.log"),
             cleanup,
         )?;
@@ -157,7 +168,10 @@ impl TestBed {
                 "--audit-log-mode=blocking".to_owned(),
                 "--audit-log-maxsize=0".to_owned(),
                 "--profiling=false".to_owned(),
-            ],
+            ]
+            .into_iter()
+            .chain(sizing.apiserver_args())
+            .collect::<Vec<_>>(),
             &dir.join("kube-apiserver.log"),
             cleanup,
         )?;

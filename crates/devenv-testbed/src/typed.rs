@@ -9,8 +9,13 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+<<<<<<< HEAD
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+=======
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
+>>>>>>> scale
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -426,6 +431,10 @@ pub fn check_document(doc: &Value) -> Result<(), String> {
         ("v1", "Pod") => check_typed::<Pod>(doc),
         ("batch/v1", "Job") => check_typed::<Job>(doc),
         ("apps/v1", "Deployment") => check_typed::<Deployment>(doc),
+        ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema") => check_typed::<FlowSchema>(doc),
+        ("flowcontrol.apiserver.k8s.io/v1", "PriorityLevelConfiguration") => {
+            check_typed::<PriorityLevelConfiguration>(doc)
+        }
         ("apps/v1", "StatefulSet") => check_typed::<StatefulSet>(doc),
         ("policy/v1", "PodDisruptionBudget") => check_typed::<PodDisruptionBudget>(doc),
         ("networking.k8s.io/v1", "NetworkPolicy") => check_typed::<NetworkPolicy>(doc),
