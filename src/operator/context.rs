@@ -12,6 +12,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use tokio::sync::Semaphore;
 
+use super::cache::Cache;
 use super::kinds::Managed;
 use crate::config::OperatorConfig;
 use crate::crd::{LearnerSpace, LearnerSpaceStatus};
@@ -27,7 +28,7 @@ pub struct Stores {
 
 impl Stores {
     /// The cache of managed kind `K`.
-    pub fn of<K: Managed>(&self) -> &Store<K> {
+    pub fn of<K: Managed>(&self) -> &Cache<K> {
         self.managed.get()
     }
 
@@ -46,12 +47,12 @@ pub struct KindStores(Vec<Arc<dyn AnyStore>>);
 
 impl KindStores {
     /// Adds (or replaces) the cache of kind `K`.
-    pub fn insert<K: Managed>(&mut self, store: Store<K>) {
-        self.0.retain(|s| !s.as_any().is::<Store<K>>());
+    pub fn insert<K: Managed>(&mut self, store: Cache<K>) {
+        self.0.retain(|s| !s.as_any().is::<Cache<K>>());
         self.0.push(Arc::new(store));
     }
 
-    pub fn get<K: Managed>(&self) -> &Store<K> {
+    pub fn get<K: Managed>(&self) -> &Cache<K> {
         self.0
             .iter()
             .find_map(|s| s.as_any().downcast_ref())
@@ -66,10 +67,10 @@ impl KindStores {
         struct Fill(KindStores);
         impl PerKind for Fill {
             fn kind<K: Managed>(&mut self) {
-                let (reader, mut writer) = kube::runtime::reflector::store();
-                writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
-                writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
-                self.0.insert::<K>(reader);
+                let cache = Cache::<K>::default();
+                cache.record(&kube::runtime::watcher::Event::Init);
+                cache.record(&kube::runtime::watcher::Event::InitDone);
+                self.0.insert::<K>(cache);
             }
         }
         let mut fill = Fill(KindStores::default());
@@ -84,9 +85,9 @@ pub trait AnyStore: Send + Sync {
     fn as_any(&self) -> &dyn Any;
 }
 
-impl<K: Managed> AnyStore for Store<K> {
+impl<K: Managed> AnyStore for Cache<K> {
     fn ready(&self) -> bool {
-        ready(self)
+        Cache::ready(self)
     }
 
     fn as_any(&self) -> &dyn Any {

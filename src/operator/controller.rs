@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::cache::Cache;
 use super::context::{AppliedObjects, Context, KindStores, Stores};
 use super::kinds::{self, Managed, PerKind};
 use super::metrics::PhaseLabel;
@@ -152,10 +153,11 @@ fn watch<K: Managed>(
     selector: &str,
     applied: Arc<AppliedObjects>,
 ) -> (
-    Store<K>,
+    Cache<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 ) {
-    let (reader, writer) = reflector::store();
+    let cache = Cache::default();
+    let writer = cache.clone();
     let config = watcher::Config::default().labels(selector).any_semantic();
     let stream = watcher(api, config)
         .default_backoff()
@@ -163,9 +165,9 @@ fn watch<K: Managed>(
             object.managed_fields_mut().clear();
             applied.seen(object);
         })
-        .reflect(writer)
+        .inspect_ok(move |event| writer.record(event))
         .touched_objects();
-    (reader, stream)
+    (cache, stream)
 }
 
 /// Maps a managed object to the LearnerSpace named by its label.

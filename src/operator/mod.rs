@@ -7,6 +7,7 @@
 //! watch caches hold and applies only what differs; [`controller`] wires the
 //! watches; [`crate::leader`] makes sure only one replica reconciles.
 
+pub mod cache;
 pub mod compare;
 pub mod context;
 pub mod controller;

@@ -18,7 +18,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, Event as Finalized};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -193,8 +192,8 @@ async fn apply(ls: &LearnerSpace, ctx: &Context, api: &Api<LearnerSpace>) -> Res
 /// from the caches is to create it.
 async fn check(ls: &LearnerSpace, ctx: &Context, target: &str) -> Result<Verdict, Error> {
     let others = ctx.stores.learner_spaces.state();
-    let cached = ctx.stores.of::<Namespace>().get(&ObjectRef::new(target));
-    let verdict = preflight(ls, &others, target, cached.as_deref());
+    let cached = ctx.stores.of::<Namespace>().get(None, target);
+    let verdict = preflight(ls, &others, target, cached.as_ref());
     if verdict
         != (Verdict::Apply {
             create_namespace: true,
@@ -282,11 +281,7 @@ async fn remove_binding_to_another_role(
     ns: &str,
 ) -> Result<(), Error> {
     let name = wanted.metadata.name.clone().ok_or(Error::Unnamed)?;
-    let Some(cached) = ctx
-        .stores
-        .of::<RoleBinding>()
-        .get(&ObjectRef::new(&name).within(ns))
-    else {
+    let Some(cached) = ctx.stores.of::<RoleBinding>().get(Some(ns), &name) else {
         return Ok(());
     };
     if cached.role_ref == wanted.role_ref {
@@ -316,16 +311,12 @@ async fn remove_binding_to_another_role(
 /// will: this very value was applied and its watch event is still to come.
 async fn ensure<K: Managed>(ctx: &Context, desired: &K) -> Result<(), Error> {
     let name = desired.meta().name.clone().ok_or(Error::Unnamed)?;
-    let mut key = ObjectRef::<K>::new(&name);
-    if let Some(ns) = &desired.meta().namespace {
-        key = key.within(ns);
-    }
+    let namespace = desired.meta().namespace.as_deref();
     let want = serde_json::to_value(desired)?;
-    if let Some(cached) = ctx.stores.of::<K>().get(&key) {
-        let have = serde_json::to_value(&*cached)?;
-        if contains(&have, &want) {
-            return Ok(());
-        }
+    if let Some(have) = ctx.stores.of::<K>().json(namespace, &name)
+        && contains(&have, &want)
+    {
+        return Ok(());
     }
     let applied = AppliedObjects::key(desired);
     if ctx.applied.pending(&applied, &want) {
@@ -353,11 +344,7 @@ async fn prune_network_policies(
         .collect();
     let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
     for name in NETWORK_POLICY_NAMES.iter().filter(|n| !wanted.contains(n)) {
-        let Some(cached) = ctx
-            .stores
-            .of::<NetworkPolicy>()
-            .get(&ObjectRef::new(name).within(ns))
-        else {
+        let Some(cached) = ctx.stores.of::<NetworkPolicy>().get(Some(ns), name) else {
             continue;
         };
         if cached.labels().get(LEARNERSPACE_LABEL).map(String::as_str) == Some(owner) {

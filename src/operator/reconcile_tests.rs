@@ -310,7 +310,7 @@ async fn a_failed_tombstone_holds_the_learnerspace_and_spares_the_namespace() {
 async fn nothing_is_done_before_the_caches_are_synced() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "aivo-system");
-    let (unsynced, _writer) = reflector::store::<Namespace>();
+    let unsynced = crate::operator::cache::Cache::<Namespace>::default();
     let (ctx, _) = context();
     let mut stores = ctx.stores.clone();
     stores.managed.insert(unsynced);
