@@ -21,16 +21,25 @@ use crate::operator::preflight::DUPLICATE_RECHECK;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-fn context() -> (Arc<Context>, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "aivo-system");
+/// Every cache synced and empty.
+fn synced_stores() -> Stores {
     let (learner_spaces, mut writer) = reflector::store();
     writer.apply_watcher_event(&watcher::Event::Init);
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let stores = Stores {
+    Stores {
         learner_spaces,
         managed: KindStores::synced_empty(),
-    };
+    }
+}
+
+fn context() -> (Arc<Context>, Handle) {
+    context_with(synced_stores())
+}
+
+/// A context over `stores` whose client is a mock API server.
+fn context_with(stores: Stores) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "aivo-system");
     let reporter = Reporter {
         controller: "test".into(),
         instance: None,
@@ -308,26 +317,11 @@ async fn a_failed_tombstone_holds_the_learnerspace_and_spares_the_namespace() {
 
 #[tokio::test]
 async fn nothing_is_done_before_the_caches_are_synced() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "aivo-system");
+    let mut stores = synced_stores();
     let unsynced = crate::operator::cache::Cache::<Namespace>::default();
-    let (ctx, _) = context();
-    let mut stores = ctx.stores.clone();
     stores.managed.insert(unsynced);
-    let reporter = Reporter {
-        controller: "test".into(),
-        instance: None,
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Context::new(
-        client,
-        OperatorConfig::default(),
-        stores,
-        recorder,
-        Metrics::new(),
-        Default::default(),
-    );
-    let action = reconcile(Arc::new(deleting()), Arc::new(ctx))
+    let (ctx, mut handle) = context_with(stores);
+    let action = reconcile(Arc::new(deleting()), ctx)
         .await
         .expect("requeued, not failed");
     assert_eq!(action, Action::requeue(Duration::from_millis(500)));
