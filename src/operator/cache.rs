@@ -106,13 +106,30 @@ impl<K: Managed> Cache<K> {
     }
 }
 
-/// The key and JSON text of a watched object (whose managed fields the
-/// watch dropped); none for an object without a name.
+/// What of a watched object no reconcile reads, left out of the cache: the
+/// operator never sets or compares a managed object's status (a
+/// ResourceQuota's changes with every pod), creation time or generation.
+/// (The watch already dropped the managed fields.)
+const UNREAD: [&[&str]; 3] = [
+    &["status"],
+    &["metadata", "creationTimestamp"],
+    &["metadata", "generation"],
+];
+
+/// The key and JSON text of a watched object; none for an object without
+/// a name.
 fn entry<K: Managed>(object: &K) -> Option<(Key, Box<str>)> {
     let meta = object.meta();
     let key = (meta.namespace.clone(), meta.name.clone()?);
-    let json = serde_json::to_string(object).ok()?;
-    Some((key, json.into_boxed_str()))
+    let mut json = serde_json::to_value(object).ok()?;
+    for path in UNREAD {
+        let (last, parents) = path.split_last()?;
+        let parent = parents.iter().try_fold(&mut json, |v, k| v.get_mut(*k));
+        if let Some(serde_json::Value::Object(map)) = parent {
+            map.remove(*last);
+        }
+    }
+    Some((key, json.to_string().into_boxed_str()))
 }
 
 #[cfg(test)]
@@ -152,6 +169,25 @@ mod tests {
             cache.get(None, "a").is_none(),
             "namespaced: the namespace is part of the key"
         );
+    }
+
+    #[test]
+    fn what_no_reconcile_reads_is_left_out() {
+        let cache = Cache::<ConfigMap>::default();
+        let mut object = config_map("a", "1");
+        object.metadata.generation = Some(3);
+        object.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-01T00:00:00Z".parse().unwrap(),
+            ));
+        object.metadata.resource_version = Some("42".into());
+        cache.record(&Event::Apply(object));
+        let json = cache.json(Some("ns"), "a").unwrap();
+        assert_eq!(
+            json["metadata"],
+            json!({"name": "a", "namespace": "ns", "resourceVersion": "42"})
+        );
+        assert_eq!(json["data"]["role"], "1");
     }
 
     #[test]
