@@ -303,7 +303,7 @@ fn every_alert_parses_selects_real_metrics_and_has_a_runbook() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // What issue 14 asks for, at least: each condition's alert.
+    // The conditions docs/alerts.md promises an alert for, at least.
     let names: BTreeSet<&str> = rules.iter().map(|r| r.alert.as_str()).collect();
     for alert in [
         "DevenvManagerAbsent",
@@ -612,7 +612,7 @@ fn every_dashboard_query_parses_and_selects_real_metrics() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // The panels issue 14 lists, by what they select.
+    // The panels docs/metrics.md lists, by what they select.
     let all: String = queries.iter().map(|(_, q)| q.as_str()).collect();
     for metric in [
         "admission_requests_total",
