@@ -16,7 +16,7 @@
 //! before the attack) sends 5 KB devenv-pod reviews one after another; its
 //! latency percentiles and failures are printed.
 //!
-//! Targets (issue 9): peak RSS under 128 MiB in (a), under 64 MiB in (b);
+//! Targets (docs/performance.md): peak RSS under 128 MiB in (a), under 64 MiB in (b);
 //! every request answered; idle connections closed within the deadline
 //! (requestHeaderTimeoutSeconds, 10 s) + 2 s; honest p99 under 50 ms.
 

@@ -1,6 +1,6 @@
 //! Criterion: one whole review, AdmissionReview bytes in to response bytes
 //! out, on a realistic 5 KB devenv pod and on a LearnerSpace.
-//! Target (issue 2): under 20 µs per review.
+//! Target (docs/performance.md): under 20 µs per review.
 
 use std::hint::black_box;
 

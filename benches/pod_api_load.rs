@@ -8,7 +8,7 @@
 //!     LOAD_DEVELOPERS=1000 LOAD_PODS=5 LOAD_POD_BYTES=5000 cargo bench --bench pod_api_load
 //!
 //! Prints requests/s, latency percentiles, peak RSS of the server, and how
-//! many TokenReviews the run cost. Targets (issue 5): at least 5,000
+//! many TokenReviews the run cost. Targets (docs/performance.md): at least 5,000
 //! requests/s at concurrency 32, p99 under 10 ms, at most one TokenReview per
 //! token per minute. Needs the test bed binaries (`scripts/testbed.sh`).
 //!

@@ -5,7 +5,7 @@
 //!     LOAD_SECONDS=20 LOAD_CONCURRENCY=64 cargo bench --bench webhook_load
 //!
 //! Prints requests/s, latency percentiles, peak RSS of the server, and the
-//! time from process start to the first answered review. Targets (issue 2):
+//! time from process start to the first answered review. Targets (docs/performance.md):
 //! 20,000 reviews/s at concurrency 32 with p99 under 2 ms, RSS under 15 MB,
 //! first review under 50 ms.
 
