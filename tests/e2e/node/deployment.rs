@@ -85,28 +85,6 @@ async fn lease_holder(node: &Node) -> Option<String> {
         .holder_identity
 }
 
-async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
-    let resource = testbed::manifests::learnerspaces();
-    let api =
-        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "aivo.dev/v1",
-        "kind": "LearnerSpace",
-        "metadata": {"name": name},
-        "spec": {"learnerId": learner},
-    }))
-    .unwrap();
-    // The validating webhook (through the Service) admits it.
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("creating LearnerSpace {name}: {e}"));
-    testbed::eventually(&format!("LearnerSpace {name} Ready"), || async {
-        let current = api.get(name).await.ok()?;
-        (current.data["status"]["phase"] == "Ready").then_some(())
-    })
-    .await;
-}
-
 /// What of deploy/ acts on other tests' pods in the node's `devenv`
 /// namespace, removed when the test ends: the webhook configurations, the
 /// admission policies and the Deployment (whose managers would keep
@@ -146,10 +124,10 @@ async fn the_manager_runs_as_its_deployment_serves_the_api_server_and_hands_over
     assert_the_manager_made_its_certificates(node).await;
     assert_the_api_server_calls_the_webhook_through_the_service(node).await;
     // The leader reconciles a LearnerSpace.
-    learner_space_ready(node, "first", "first.learner").await;
+    super::learner_space_ready(node, "first", "first.learner").await;
     assert_the_lease_passes_when_the_leader_goes(node, &pods).await;
     // The new leader reconciles the next LearnerSpace; the first stays Ready.
-    learner_space_ready(node, "second", "second.learner").await;
+    super::learner_space_ready(node, "second", "second.learner").await;
     assert_both_learner_spaces_ready(node).await;
     assert_deletion_finalizes_the_namespace_and_keeps_the_tombstone(node).await;
 }

@@ -182,7 +182,7 @@ async fn helm_install_test_upgrade_and_uninstall_on_the_node() {
     run_helm(&helm, node, &install);
 
     assert_a_devenv_pod_is_injected_and_listed_through_the_pod_api(node).await;
-    learner_space_ready(node).await;
+    super::learner_space_ready(node, LEARNERSPACE, "helm.learner").await;
     let out = run_helm(
         &helm,
         node,
@@ -306,27 +306,6 @@ async fn assert_a_devenv_pod_is_injected_and_listed_through_the_pod_api(node: &N
             )
             .await;
         (code == 0 && out.lines().any(|l| l.contains(WORKSPACE_POD))).then_some(())
-    })
-    .await;
-}
-
-async fn learner_space_ready(node: &Node) {
-    let resource = testbed::manifests::learnerspaces();
-    let api =
-        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "aivo.dev/v1",
-        "kind": "LearnerSpace",
-        "metadata": {"name": LEARNERSPACE},
-        "spec": {"learnerId": "helm.learner"},
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("creating LearnerSpace {LEARNERSPACE}: {e}"));
-    testbed::eventually(&format!("LearnerSpace {LEARNERSPACE} Ready"), || async {
-        let current = api.get(LEARNERSPACE).await.ok()?;
-        (current.data["status"]["phase"] == "Ready").then_some(())
     })
     .await;
 }

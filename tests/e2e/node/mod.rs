@@ -10,8 +10,10 @@ mod helm;
 mod learners;
 mod pods;
 
-use devenv_testbed::binaries;
 use devenv_testbed::node::{self, Node};
+use devenv_testbed::{self as testbed, binaries};
+use kube::api::{Api, DynamicObject, PostParams};
+use serde_json::json;
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The node of this test process, started by the first test that asks.
@@ -42,4 +44,28 @@ fn wait_until_manager_pods_are_gone(node: &Node) {
         "app.kubernetes.io/name=devenv-manager",
         "--timeout=120s",
     ]);
+}
+
+/// Creates LearnerSpace `name` for `learner` (admitted by the manager's
+/// validating webhook, through its Service) and waits until it is Ready.
+async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
+    let resource = testbed::manifests::learnerspaces();
+    let api =
+        Api::<DynamicObject>::namespaced_with(node.bed.client().await, "aivo-system", &resource);
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "aivo.dev/v1",
+        "kind": "LearnerSpace",
+        "metadata": {"name": name},
+        "spec": {"learnerId": learner},
+    }))
+    .unwrap();
+    // The validating webhook (through the Service) admits it.
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating LearnerSpace {name}: {e}"));
+    testbed::eventually(&format!("LearnerSpace {name} Ready"), || async {
+        let current = api.get(name).await.ok()?;
+        (current.data["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
 }
