@@ -105,22 +105,23 @@ fn main() {
     ];
 
     let metrics = |name: &str| server.metric(name);
+    // The developer's list of their pods, by `concurrency` clients.
+    let list = |concurrency, duration| load::Load {
+        port: api_port,
+        ca: ca.clone(),
+        path: "/api/v1/pods".into(),
+        method: "GET",
+        body: vec![],
+        headers: headers.clone(),
+        concurrency,
+        duration,
+    };
 
     // Warm up: the cluster connection, the pod cache, and the token cache
     // (one TokenReview). Retried until the list has the developer's pods.
     runtime.block_on(async {
         loop {
-            let warm = load::run(load::Load {
-                port: api_port,
-                ca: ca.clone(),
-                path: "/api/v1/pods".into(),
-                method: "GET",
-                body: vec![],
-                headers: headers.clone(),
-                concurrency: 1,
-                duration: Duration::from_millis(200),
-            })
-            .await;
+            let warm = load::run(list(1, Duration::from_millis(200))).await;
             if warm.ok > 0 {
                 break;
             }
@@ -141,16 +142,7 @@ fn main() {
         path: format!("/api/v1/pods/{ns}/alice-0"),
     };
     let (result, under_load) = runtime.block_on(async {
-        let load = load::run(load::Load {
-            port: api_port,
-            ca: ca.clone(),
-            path: "/api/v1/pods".into(),
-            method: "GET",
-            body: vec![],
-            headers: headers.clone(),
-            concurrency,
-            duration: Duration::from_secs(seconds),
-        });
+        let load = load::run(list(concurrency, Duration::from_secs(seconds)));
         let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
         tokio::join!(load, watched.changes_until(deadline))
     });

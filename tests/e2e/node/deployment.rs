@@ -223,14 +223,7 @@ async fn assert_the_manager_made_its_certificates(node: &Node) {
 /// The API server calls the webhook through the Service: a devenv pod is
 /// injected, and runs.
 async fn assert_the_api_server_calls_the_webhook_through_the_service(node: &Node) {
-    node.kubectl_ok(
-        &[
-            "apply",
-            "-f",
-            &format!("{DEPLOY}/users/devenv-eywalker.yaml"),
-        ],
-        None,
-    );
+    super::apply_the_developer_account(node);
     node.wait_for_service_account("devenv", "default").await;
     let workspace: Pod = serde_json::from_value(json!({
         "metadata": {"name": "eywalker-ws"},

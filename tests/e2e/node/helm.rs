@@ -33,6 +33,16 @@ use serde_json::{Value, json};
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/devenv-manager");
 const RELEASE: &str = "devenv-manager";
 const NAMESPACE: &str = "devenv-system";
+/// `helm uninstall` of the release, waiting for what it deletes.
+const UNINSTALL: [&str; 7] = [
+    "uninstall",
+    RELEASE,
+    "-n",
+    NAMESPACE,
+    "--wait",
+    "--timeout",
+    "3m",
+];
 const LEARNERSPACE: &str = "helm-learner";
 const WORKSPACE_POD: &str = "helm-eywalker-ws";
 
@@ -102,19 +112,7 @@ struct Release<'a> {
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         // Best effort, never a second panic: outputs are not checked.
-        let _ = helm_output(
-            &self.helm,
-            self.node,
-            &[
-                "uninstall",
-                RELEASE,
-                "-n",
-                NAMESPACE,
-                "--wait",
-                "--timeout",
-                "3m",
-            ],
-        );
+        let _ = helm_output(&self.helm, self.node, &UNINSTALL);
         let delete = ["delete", "--ignore-not-found", "--wait=false"];
         for kind in [
             "mutatingwebhookconfiguration",
@@ -252,17 +250,7 @@ fn adopt_what_exists(helm: &Path, node: &Node) {
 /// `managerUrl` the webhook gave it (the Service's name) through a host
 /// alias to the Service's ClusterIP.
 async fn assert_a_devenv_pod_is_injected_and_listed_through_the_pod_api(node: &Node) {
-    node.kubectl_ok(
-        &[
-            "apply",
-            "-f",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/users/devenv-eywalker.yaml"
-            ),
-        ],
-        None,
-    );
+    super::apply_the_developer_account(node);
     node.wait_for_service_account("devenv", "default").await;
     let service = Api::<Service>::namespaced(node.bed.client().await, NAMESPACE)
         .get(RELEASE)
@@ -382,20 +370,8 @@ async fn assert_uninstall_removes_the_webhooks_and_keeps_the_learnerspaces(
     helm: &Path,
     node: &Node,
 ) {
-    let output = helm_output(
-        helm,
-        node,
-        &[
-            "uninstall",
-            RELEASE,
-            "-n",
-            NAMESPACE,
-            "--wait",
-            "--timeout",
-            "3m",
-            "--debug",
-        ],
-    );
+    // --debug: Helm logs what it found already gone.
+    let output = helm_output(helm, node, &[&UNINSTALL[..], &["--debug"]].concat());
     let (out, log) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),

@@ -69,3 +69,19 @@ async fn learner_space_ready(node: &Node, name: &str, learner: &str) {
     })
     .await;
 }
+
+/// The README's developer account (deploy/users/devenv-eywalker.yaml),
+/// applied.
+fn apply_the_developer_account(node: &Node) {
+    node.kubectl_ok(
+        &[
+            "apply",
+            "-f",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/users/devenv-eywalker.yaml"
+            ),
+        ],
+        None,
+    );
+}

@@ -179,17 +179,7 @@ async fn devenv_in_the_seed_statefulset_lists_itself_and_deletes_a_sibling_with_
     manager.wait_for_ca_configmaps().await;
 
     // As the README says: the developer's account, then the workspace.
-    node.kubectl_ok(
-        &[
-            "apply",
-            "-f",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/users/devenv-eywalker.yaml"
-            ),
-        ],
-        None,
-    );
+    super::apply_the_developer_account(node);
     node.kubectl_ok(&["apply", "-f", "-"], Some(&home_volume(node)));
     node.kubectl_ok(&["apply", "-f", "-"], Some(&seed_statefulset()));
     let ws = node.wait_running("devenv", "devenv-eywalker-0").await;
